@@ -1,0 +1,1 @@
+"""Subcommands of `lssat`: one module each, discovered by `lssat.cli`."""

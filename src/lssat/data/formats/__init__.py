@@ -1,0 +1,1 @@
+"""lssat.data.formats."""

@@ -1,0 +1,1 @@
+"""lssat.preprocess."""
