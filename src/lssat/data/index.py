@@ -131,11 +131,13 @@ def validate_record(record: Record, header: IndexHeader, where: str) -> None:
     """Raise DataError naming the record (`where`, e.g. 'index.jsonl:12') and the field at fault."""
     if not isinstance(record.path, str) or not record.path:
         raise DataError(f"{where}: field 'path' must be a non-empty relative path")
-    if os.path.isabs(record.path):
-        raise DataError(f"{where}: field 'path' must be relative to the data root, got {record.path!r}")
+    if os.path.isabs(record.path) or ".." in Path(record.path).parts:
+        raise DataError(f"{where}: field 'path' must be relative to the data root, inside it, got {record.path!r}")
     if record.split not in SPLITS:
         raise DataError(f"{where}: field 'split' must be one of {', '.join(SPLITS)}, got {record.split!r}")
     task = header.task
+    if isinstance(record.label, bool):
+        raise DataError(f"{where}: field 'label' must be an integer, got {record.label!r}")
     if task == "expression":
         n = len(header.classes or [])
         if not isinstance(record.label, int) or not 0 <= record.label < n:
@@ -146,12 +148,17 @@ def validate_record(record: Record, header: IndexHeader, where: str) -> None:
     elif task == "attributes":
         n = len(header.attribute_names or [])
         a = record.attributes
-        if not isinstance(a, list) or len(a) != n or any(v not in (0, 1) for v in a):
+        if not isinstance(a, list) or len(a) != n or any(isinstance(v, bool) or v not in (0, 1) for v in a):
             raise DataError(f"{where}: field 'attributes' must be a list of {n} values of 0 or 1")
     if record.frame is not None and (not isinstance(record.frame, int) or record.frame < 0):
         raise DataError(f"{where}: field 'frame' must be a non-negative integer, got {record.frame!r}")
     if record.box is not None and (not isinstance(record.box, list) or len(record.box) != 4):
         raise DataError(f"{where}: field 'box' must be [x0, y0, x1, y1], got {record.box!r}")
+    if record.landmarks is not None and (
+        not isinstance(record.landmarks, list)
+        or any(not isinstance(pt, list) or len(pt) != 2 for pt in record.landmarks)
+    ):
+        raise DataError(f"{where}: field 'landmarks' must be a list of [x, y] points")
 
 
 def write_index(path: str | os.PathLike, header: IndexHeader, records: Iterable[Record],
@@ -167,12 +174,15 @@ def write_index(path: str | os.PathLike, header: IndexHeader, records: Iterable[
     validate_header(header, f"{path}: header")
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(header.to_json() + "\n")
-        for n, record in enumerate(records, start=1):
-            validate_record(record, header, f"{path}: record {n}")
-            f.write(record.to_json() + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(header.to_json() + "\n")
+            for n, record in enumerate(records, start=1):
+                validate_record(record, header, f"{path}: record {n}")
+                f.write(record.to_json() + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 

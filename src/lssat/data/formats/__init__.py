@@ -7,6 +7,11 @@ One module per format in this package, each exposing::
     def add_arguments(parser) -> None           # its own options (may add none)
     def build_index(root: Path, options: argparse.Namespace) -> ImportResult
 
+Optionally `CREATES_ROOT = True` for a format that makes its data (synthetic): its ROOT need not
+exist yet. `header.root` may be absolute or relative to ROOT; `lssat index` stores it relative to
+the index file's folder. Keep heavy imports inside functions: `lssat index --help` imports every
+format module.
+
 `build_index` never writes the index itself; `lssat index` validates and writes it, then prints the
 counts and what was skipped. Importers raise `lssat.errors.DataError` for a layout they cannot read.
 """
