@@ -1,0 +1,161 @@
+"""Deepfake detection metrics: ACC, frame AUC, video AUC, EER, AP and per-manipulation AUC.
+
+Scores are probabilities of "fake" (label 1). A frame counts as predicted fake at score >= threshold
+(0.5). The video score is the mean of its frame scores, videos keyed by the full video id string
+(never a folder name, which the FF++ methods reuse). Per-manipulation AUC compares each method's
+fakes with all reals. The EER is where the false-negative rate equals the false-positive rate on
+the ROC curve joined by straight lines (the usual `brentq` on `interp1d(fpr, tpr)` computation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
+
+from lssat.errors import InputError
+from lssat.metrics.classification import NamedStatesMetric, fraction, stable_hash, to_float64
+
+NO_VIDEO = -1  # key of a frame that belongs to no video (left out of the video-level metrics)
+
+
+def roc_auc(scores: Tensor, target: Tensor) -> float:
+    """Area under the ROC curve; nan unless both classes are present."""
+    if not _both_classes(target):
+        return math.nan
+    return float(binary_auroc(to_float64(scores), target.long(), validate_args=False))
+
+
+def average_precision(scores: Tensor, target: Tensor) -> float:
+    """Average precision (scikit-learn's step-wise definition); nan unless both classes are present."""
+    if not _both_classes(target):
+        return math.nan
+    return float(binary_average_precision(to_float64(scores), target.long(), validate_args=False))
+
+
+def equal_error_rate(scores: Tensor, target: Tensor) -> float:
+    """The rate at which FNR = FPR on the linearly interpolated ROC curve; nan unless both classes."""
+    if not _both_classes(target):
+        return math.nan
+    fpr, tpr, _ = binary_roc(to_float64(scores), target.long(), validate_args=False)
+    fpr, tpr = fpr.cpu().tolist(), tpr.cpu().tolist()
+    # gap = FNR - FPR falls monotonically along the curve, from 1 at (0, 0) to -1 at (1, 1)
+    gap = [1.0 - t - f for f, t in zip(fpr, tpr)]
+    for i in range(len(gap) - 1):
+        if gap[i] >= 0.0 >= gap[i + 1]:
+            if gap[i] == gap[i + 1]:
+                return fpr[i]
+            w = gap[i] / (gap[i] - gap[i + 1])
+            return fpr[i] + w * (fpr[i + 1] - fpr[i])
+    return math.nan  # unreachable for a valid ROC curve
+
+
+def _both_classes(target: Tensor) -> bool:
+    return bool(target.numel()) and bool((target == 0).any()) and bool((target == 1).any())
+
+
+def video_scores(scores: Tensor, target: Tensor, videos: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Mean score and label per video (frames with key NO_VIDEO left out).
+
+    Returns (scores, labels, number of videos whose frames disagree on the label); such a video
+    takes the label "fake" if any frame is fake.
+    """
+    keep = videos != NO_VIDEO
+    scores, target, videos = to_float64(scores[keep]), target[keep].long(), videos[keep]
+    _, inverse = torch.unique(videos, return_inverse=True)
+    n = int(inverse.max()) + 1 if inverse.numel() else 0
+    total = torch.zeros(n, dtype=scores.dtype, device=scores.device).index_add_(0, inverse, scores)
+    count = torch.bincount(inverse, minlength=n).to(scores.dtype)
+    high = torch.zeros(n, dtype=torch.long, device=target.device).scatter_reduce_(0, inverse, target, "amax")
+    low = torch.ones(n, dtype=torch.long, device=target.device).scatter_reduce_(0, inverse, target, "amin")
+    return total / count.clamp(min=1), high, int((high != low).sum())
+
+
+class DeepfakeMetrics(NamedStatesMetric):
+    """Frame- and video-level binary detection metrics, accumulated over batches and ranks."""
+
+    def __init__(self, threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.add_cat_state("scores", torch.float32)
+        self.add_cat_state("target", torch.long)
+        self.add_cat_state("video", torch.long)
+        self.add_cat_state("method", torch.long)
+        self.add_name_states("method")
+
+    def update(self, scores: Tensor, target: Tensor, video_ids: Sequence[str | None] | None = None,
+               methods: Sequence[str | None] | None = None) -> None:
+        """scores: (B,) probabilities of fake; target: (B,) 0 real / 1 fake.
+
+        video_ids: the full video id per frame (None or "" for a frame of no video, or no list at
+        all for an image dataset). methods: manipulation name per frame; missing (None or "") names
+        become "real" for label 0 and "fake" for label 1.
+        """
+        scores = scores.detach().reshape(-1)
+        target = target.detach().reshape(-1).long()
+        b = scores.numel()
+        if target.numel() != b:
+            raise InputError(f"{b} scores but {target.numel()} labels")
+        if b and (scores.min() < 0 or scores.max() > 1):
+            raise InputError("deepfake scores must be probabilities in [0, 1] (apply a sigmoid to logits)")
+        if b and not bool(((target == 0) | (target == 1)).all()):
+            raise InputError("deepfake labels must be 0 (real) or 1 (fake)")
+        labels = target.tolist()
+        if video_ids is None:
+            video_ids = [None] * b
+        if methods is None:
+            methods = [None] * b
+        if len(video_ids) != b or len(methods) != b:
+            raise InputError(f"{b} scores but {len(video_ids)} video ids and {len(methods)} method names")
+        videos = torch.tensor([NO_VIDEO if v in (None, "") else stable_hash(str(v)) for v in video_ids],
+                              dtype=torch.long, device=self.device)
+        names = [m if m not in (None, "") else ("fake" if y else "real") for m, y in zip(methods, labels)]
+        self.scores.append(scores.float())
+        self.target.append(target)
+        self.video.append(videos)
+        self.method.append(self.remember_names("method", names))
+
+    def compute(self) -> dict[str, Any]:
+        scores, target = self.cat("scores"), self.cat("target")
+        video, method = self.cat("video"), self.cat("method")
+        notes: list[str] = []
+        n_fake = int(target.sum())
+        n_real = int(target.numel()) - n_fake
+        if not target.numel():
+            notes.append("no samples")
+        elif not n_fake or not n_real:
+            notes.append(f"only {'fake' if n_fake else 'real'} frames: AUC, EER and AP are undefined (nan)")
+        v_scores, v_target, conflicts = video_scores(scores, target, video)
+        if conflicts:
+            notes.append(f"{conflicts} videos hold both real and fake frames (counted as fake)")
+        if target.numel() and not v_target.numel():
+            notes.append("no video ids: video-level metrics are undefined (nan)")
+        elif v_target.numel() and not _both_classes(v_target):
+            notes.append("videos of one class only: video AUC is undefined (nan)")
+        correct = ((scores >= self.threshold).long() == target).sum()
+        v_correct = ((v_scores >= self.threshold).long() == v_target).sum()
+        out: dict[str, Any] = {
+            "acc": fraction(int(correct), target.numel()),
+            "frame_auc": roc_auc(scores, target),
+            "video_auc": roc_auc(v_scores, v_target),
+            "video_acc": fraction(int(v_correct), v_target.numel()),
+            "eer": equal_error_rate(scores, target),
+            "ap": average_precision(scores, target),
+            "n_frames": int(target.numel()),
+            "n_real": n_real,
+            "n_fake": n_fake,
+            "n_videos": int(v_target.numel()),
+        }
+        names = self.names("method")
+        reals = target == 0
+        for key in sorted(set(method[target == 1].tolist()), key=lambda k: names.get(k, "")):
+            chosen = reals | ((method == key) & (target == 1))
+            out[f"auc/{names.get(key, f'method-{key:x}')}"] = roc_auc(scores[chosen], target[chosen])
+        if n_fake and not n_real:
+            notes.append("no real frames: per-method AUC is undefined (nan)")
+        out["notes"] = notes
+        return out
