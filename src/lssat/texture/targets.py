@@ -108,12 +108,17 @@ def scaled_map(codes: torch.Tensor, space: CodeSpace) -> torch.Tensor:
     return codes.to(torch.float32) / float(space.max_code)
 
 
-def code_index(codes: torch.Tensor, space: CodeSpace) -> torch.Tensor:
-    """Each code's index in the space's table (int64); InputError for codes outside the space."""
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > space.max_code):
+def code_index(codes: torch.Tensor, space: CodeSpace, check: bool | None = None) -> torch.Tensor:
+    """Each code's index in the space's table (int64).
+
+    With `check` (default: on CPU only, since on an accelerator it would stall every training step
+    on a host sync), codes outside the space raise InputError.
+    """
+    check = codes.device.type == "cpu" if check is None else check
+    if check and codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > space.max_code):
         raise InputError(f"code map holds codes outside {space.name} (0..{space.max_code})")
     index = space.index_table(codes.device)[codes.long()]
-    if bool((index < 0).any()):
+    if check and bool((index < 0).any()):
         raise InputError(f"code map holds codes that are not valid in {space.name}")
     return index
 

@@ -1,0 +1,328 @@
+"""The multi-task L-SSAT model: one encoder, a task head and the recipe's auxiliary branches.
+
+Training step (`training_losses`, METHOD.md section 2), on a batch of raw images in [0, 255]:
+
+1. texture code maps (LDP / LBP) are computed on the batch's device from the raw images, once per
+   step, only for the descriptors the recipe uses;
+2. masked pass (aux "mae"): the `mask_input` image, per-sample random masking, encoder, decoder,
+   one prediction per target; loss per target on the masked patches only, then their mean;
+3. unmasked pass: the `classify_input` image, encoder, pooled feature, task head, task loss (the
+   loss function is passed in: the model does not know the task);
+4. total = lambda * task + (1 - lambda) * reconstruction, or, without MAE, hmtl_weights["task"] *
+   task; puzzle and in-painting losses are added with their `hmtl_weights`.
+
+Inference (`forward`) runs the unmasked pass and the head only; for Fusion-SSAT also the decoder's
+trunk on the unmasked encoding of `mask_input` (never the prediction heads).
+
+Input images: RGB (`classify_input`/`mask_input` "rgb") are normalised with the ImageNet mean and
+std (or the pretrained weights' own, when weights are loaded). A texture input is its code map
+scaled to [0, 1], then mapped to [-1, 1]; `texture_channels` "replicate" copies it to 3 channels for
+the shared stem, "own" gives it a 1-channel copy of the stem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lssat.errors import ConfigError, InputError
+from lssat.models.auxiliary.inpaint import IMAGENET_MEAN, IMAGENET_STD, InpaintAux
+from lssat.models.auxiliary.mae import MAEBranch, target_spec
+from lssat.models.auxiliary.puzzle import PuzzleAux, shuffle_tiles
+from lssat.models.backbones import create_backbone
+from lssat.models.heads import LinearHead
+from lssat.models.masking import patchify, random_masking, unpatchify
+from lssat.models.recipe import Recipe, load_recipe
+
+TaskLoss = Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+class LSSATModel(nn.Module):
+    """Encoder + task head + auxiliary branches, configured by a Recipe.
+
+    Args:
+        backbone_name: timm model name of a supported family (see `backbones.FAMILIES`).
+        num_outputs: logits of the task head (from the task).
+        recipe: a Recipe, or a preset name / YAML path for `load_recipe`.
+        img_size: square input size; a multiple of the backbone's patch grid stride.
+        pretrained, weights, allow_hub: see `backbones.create_backbone`.
+        backbone_kwargs: timm architecture overrides (depth, embed_dim, patch_size, ...).
+        head_dropout: dropout before the task head.
+        norm_mean, norm_std: RGB normalisation; default ImageNet, or the pretrained weights' own.
+    """
+
+    def __init__(
+        self,
+        backbone_name: str,
+        num_outputs: int,
+        recipe: Recipe | str | Path = "ssat",
+        img_size: int = 224,
+        *,
+        pretrained: bool = False,
+        weights: str | Path | None = None,
+        allow_hub: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+        head_dropout: float = 0.0,
+        norm_mean: tuple[float, float, float] | None = None,
+        norm_std: tuple[float, float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        r = self.recipe
+        self.img_size = int(img_size)
+        self.backbone = bb = create_backbone(
+            backbone_name, self.img_size, pretrained=pretrained, weights=weights, allow_hub=allow_hub,
+            **(backbone_kwargs or {}),
+        )
+        if self.img_size % bb.patch_size:
+            raise ConfigError(f"img_size {img_size} is not a multiple of {backbone_name}'s patch size {bb.patch_size}")
+        if r.fusion and bb.masking != "drop":
+            raise ConfigError(
+                f"recipe {r.name}: fusion needs an MAE decoder, i.e. a token-dropping backbone "
+                f"(vit, deit, eva, cait); {backbone_name} masks with mask tokens"
+            )
+        loaded = pretrained or weights is not None
+        cfg = getattr(bb.model, "pretrained_cfg", {}) or {}
+        mean = norm_mean or (cfg.get("mean") if loaded else None) or IMAGENET_MEAN
+        std = norm_std or (cfg.get("std") if loaded else None) or IMAGENET_STD
+        self.register_buffer("rgb_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+        self.code_spaces = {kind: self._code_space(kind) for kind in sorted(r.textures_needed())}
+        if r.texture_channels == "own":
+            inputs = {r.classify_input} | ({r.mask_input} if r.uses_mae else set())
+            for kind in sorted(inputs - {"rgb"}):
+                bb.add_stem(kind, 1)
+
+        if not r.uses_mae and bb.masking == "token":
+            bb.remove_mask_token()
+        self.mae: MAEBranch | None = None
+        if r.uses_mae:
+            specs = [
+                target_spec(t, r.target_encoding, bb.patch_size,
+                            self.code_spaces[t].num_codes if t in self.code_spaces else 0)
+                for t in r.targets
+            ]
+            self.mae = MAEBranch(
+                bb, specs, width=r.decoder.width, depth=r.decoder.depth, num_heads=r.decoder.num_heads,
+                mlp_ratio=r.decoder.mlp_ratio, norm_pix=r.norm_pix,
+            )
+        fused = self.mae.feature_dim if (self.mae is not None and r.fusion) else 0
+        self.head = LinearHead(bb.num_features + fused, num_outputs, head_dropout)
+        self.puzzle = PuzzleAux(bb.num_features, r.puzzle.grid) if "puzzle" in r.aux else None
+        self.inpaint = None
+        if "inpaint" in r.aux:
+            self.inpaint = InpaintAux(
+                bb.num_features, bb.patch_size, bb.grid_size,
+                min_frac=r.inpaint.min_frac, max_frac=r.inpaint.max_frac,
+                perceptual_weights=r.inpaint.perceptual_weights, perceptual_weight=r.inpaint.perceptual_weight,
+            )
+
+    # ------------------------------------------------------------------ inputs and targets
+    def _code_space(self, kind: str) -> Any:
+        from lssat.texture import targets
+
+        t = self.recipe.texture
+        if kind == "ldp":
+            return targets.ldp_code_space(t.ldp_k)
+        return targets.lbp_code_space(t.lbp_P, t.lbp_method)
+
+    def _codes(self, kind: str, raw: torch.Tensor, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 1, H, W) code map of `raw`, computed once per step per descriptor."""
+        if kind not in cache:
+            from lssat import texture
+
+            t = self.recipe.texture
+            with torch.no_grad():
+                if kind == "ldp":
+                    cache[kind] = texture.ldp(raw, k=t.ldp_k)
+                else:
+                    cache[kind] = texture.lbp(raw, P=t.lbp_P, R=t.lbp_R, method=t.lbp_method)
+        return cache[kind]
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Check a batch and return it as float32 (B, 3, H, W) in [0, 255] on the model's device."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InputError(f"images must be a (B, 3, H, W) or (B, 1, H, W) tensor, got {shape}")
+        if tuple(images.shape[-2:]) != (self.img_size, self.img_size):
+            raise InputError(
+                f"images are {images.shape[-2]}x{images.shape[-1]}, the model expects {self.img_size}x{self.img_size}"
+            )
+        raw = images.to(device=self.rgb_mean.device, dtype=torch.float32)
+        return raw.expand(-1, 3, -1, -1) if raw.shape[1] == 1 else raw
+
+    def normalize_rgb(self, raw: torch.Tensor) -> torch.Tensor:
+        """[0, 255] RGB -> mean/std-normalised encoder input."""
+        return (raw / 255.0 - self.rgb_mean) / self.rgb_std
+
+    def image_input(
+        self, kind: str, raw: torch.Tensor, cache: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, str | None]:
+        """The encoder input for `kind` ("rgb", "ldp", "lbp") and the stem to use (None = default)."""
+        if kind == "rgb":
+            return self.normalize_rgb(raw), None
+        from lssat.texture.targets import scaled_map
+
+        scaled = scaled_map(self._codes(kind, raw, {} if cache is None else cache), self.code_spaces[kind])
+        img = (scaled.to(raw.dtype) - 0.5) / 0.5
+        if self.recipe.texture_channels == "own":
+            return img, kind
+        return img.expand(-1, 3, -1, -1), None
+
+    def encode_unmasked(self, kind: str, raw: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Encoder features of the full (unmasked) `kind` image."""
+        x, stem = self.image_input(kind, raw, cache)
+        return self.backbone.encode(self.backbone.embed(x, stem))
+
+    def reconstruction_targets(self, raw: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Per-target (B, N, D) targets in patch order (RGB: normalised pixels, MAE-style)."""
+        cache = {} if cache is None else cache
+        p = self.backbone.patch_size
+        out = {}
+        for name in self.recipe.targets:
+            if name == "rgb":
+                out[name] = patchify(self.normalize_rgb(raw), p)
+            else:
+                from lssat.texture.targets import encode_targets
+
+                codes = self._codes(name, raw, cache)
+                out[name] = encode_targets(codes, self.code_spaces[name], self.recipe.target_encoding, p)
+        return out
+
+    # ------------------------------------------------------------------ passes
+    def _fused(self, pooled: torch.Tensor, aux_features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([pooled, self.mae.aux_feature(aux_features)], dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Inference: logits of the unmasked pass (plus the fused auxiliary feature for fusion)."""
+        r = self.recipe
+        raw = self.prepare(images)
+        cache: dict[str, torch.Tensor] = {}
+        feats = self.encode_unmasked(r.classify_input, raw, cache)
+        pooled = self.backbone.pool(feats)
+        if r.fusion:
+            aux = feats if r.mask_input == r.classify_input else self.encode_unmasked(r.mask_input, raw, cache)
+            pooled = self._fused(pooled, aux)
+        return self.head(pooled)
+
+    def training_losses(
+        self,
+        images: torch.Tensor,
+        task_loss_fn: TaskLoss,
+        targets: Any,
+        *,
+        generator: torch.Generator | None = None,
+        return_reconstructions: bool = False,
+    ) -> dict[str, Any]:
+        """One SSAT / HMTL training step's losses.
+
+        Args:
+            images: (B, 3, H, W) raw batch, uint8 or float in [0, 255] (after geometric augmentation).
+            task_loss_fn: `task_loss_fn(logits, targets) -> scalar` (e.g. a task's `loss`).
+            targets: passed to `task_loss_fn` untouched (labels, or the whole batch dict).
+            generator: seeds masking, tile permutations and in-painting boxes.
+            return_reconstructions: add "reconstructions" (detached per-target predictions).
+
+        Returns:
+            dict with "loss" (to back-propagate), "task_loss", "logits", and per branch:
+            "recon_loss", "recon_<target>", "mask" (B, N; 1 = masked); "puzzle_loss", "puzzle_acc";
+            "inpaint_loss", "inpaint_l1" (and "inpaint_perceptual").
+        """
+        r = self.recipe
+        bb = self.backbone
+        raw = self.prepare(images)
+        cache: dict[str, torch.Tensor] = {}
+        out: dict[str, Any] = {}
+
+        cls_raw, cls_cache = raw, cache
+        if self.puzzle is not None:
+            shuffled, labels = shuffle_tiles(raw, r.puzzle.grid, generator)
+            if r.puzzle.task_on_shuffled:
+                cls_raw, cls_cache = shuffled, {}
+        feats = self.encode_unmasked(r.classify_input, cls_raw, cls_cache)
+        pooled = bb.pool(feats)
+        head_in = pooled
+
+        if self.mae is not None:
+            x, stem = self.image_input(r.mask_input, raw, cache)
+            pm = random_masking(raw.shape[0], bb.num_patches, r.mask_ratio, generator=generator, device=raw.device)
+            tokens = bb.embed(x, stem)
+            enc = bb.encode(tokens, keep=pm.keep) if bb.masking == "drop" else bb.encode(tokens, mask=pm.mask)
+            preds = self.mae.predict(bb, enc, pm)
+            out.update(self.mae.losses(preds, self.reconstruction_targets(raw, cache), pm.mask))
+            out["mask"] = pm.mask
+            if return_reconstructions:
+                out["reconstructions"] = {k: v.detach() for k, v in preds.items()}
+            if r.fusion:
+                same = r.mask_input == r.classify_input and cls_raw is raw
+                head_in = self._fused(pooled, feats if same else self.encode_unmasked(r.mask_input, raw, cache))
+
+        logits = self.head(head_in)
+        out["logits"] = logits
+        out["task_loss"] = task_loss_fn(logits, targets)
+        w = r.hmtl_weights
+        if self.mae is not None:
+            total = r.lambda_ * out["task_loss"] + (1.0 - r.lambda_) * out["recon_loss"]
+        else:
+            total = w.get("task", 1.0) * out["task_loss"]
+
+        if self.puzzle is not None:
+            pz = pooled if r.puzzle.task_on_shuffled else bb.pool(self.encode_unmasked(r.classify_input, shuffled))
+            out.update(self.puzzle.losses(pz, labels))
+            total = total + w.get("puzzle", 1.0) * out["puzzle_loss"]
+        if self.inpaint is not None:
+            holed, hole = self.inpaint.make_holes(raw, generator)
+            fi = self.encode_unmasked(r.classify_input, holed)
+            out.update(self.inpaint.losses(bb.patch_features(fi), raw / 255.0, hole))
+            total = total + w.get("inpaint", 1.0) * out["inpaint_loss"]
+        out["loss"] = total
+        return out
+
+    def reconstruction_images(self, reconstructions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Turn per-patch predictions into images for visualisation: regression targets unpatchified
+        ((B, 3, H, W) normalised RGB, (B, 1, H, W) scaled codes); index targets as the predicted
+        code index / (num_codes - 1); histogram targets have no image and are left out."""
+        if self.mae is None:
+            raise ConfigError(f"recipe {self.recipe.name}: no reconstruction branch to visualise")
+        bb = self.backbone
+        images = {}
+        for name, pred in reconstructions.items():
+            spec = self.mae.specs[name]
+            if spec.kind == "regression":
+                images[name] = unpatchify(pred, bb.patch_size, bb.grid_size, 3 if name == "rgb" else 1)
+            elif spec.kind == "index":
+                b, n = pred.shape[:2]
+                idx = pred.reshape(b, n, -1, spec.classes).argmax(-1).float() / max(spec.classes - 1, 1)
+                images[name] = unpatchify(idx, bb.patch_size, bb.grid_size, 1)
+        return images
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def flops_per_image(model: LSSATModel, img_size: int | None = None) -> int:
+    """FLOPs of one inference forward on one image (torch's FlopCounterMode: a multiply-add counts
+    as 2 FLOPs; matmuls, attention and convolutions, including a texture descriptor's convolutions
+    when the classified input is a texture; elementwise ops are not counted)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = img_size or model.img_size
+    device = next(model.parameters()).device
+    x = torch.full((1, 3, size, size), 128.0, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        # the math attention kernel decomposes into counted matmuls; fused CPU kernels would count 0
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
