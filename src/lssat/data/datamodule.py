@@ -1,0 +1,211 @@
+"""The DataModule: records of an index (or the built-in synthetic faces) to batches for the model step.
+
+Batch schema (the contract with the model step); B is the number of items in the batch::
+
+    "image"      uint8 tensor (B, 3, S, S), RGB in [0, 255], NOT normalised (S = image_size)
+    "label"      long tensor (B,): class id (expression), 0 real / 1 fake (deepfake); -1 where absent
+                 (always -1 for the attributes task)
+    "attributes" long tensor (B, A): 0/1 per attribute_names (A = 0 for the other tasks); -1 where
+                 a record has none
+    "video_id"   list[str] (B): the source video's full relative path; "" for still images
+    "method"     list[str] (B): the manipulation ("real" for originals); "" where absent
+    "subgroup"   dict[str, list[str]]: per subgroup key (header `subgroups`, plus any key a record
+                 carries), the value of each item as a string; "" where absent
+    "frame"      long tensor (B,): frame index within the video; -1 for still images
+    "index"      long tensor (B,): position of the record in its split's record list
+                 (`datamodule.records(split)[index]`), whatever subset or sampler chose it
+    "path"       list[str] (B): the record's path (relative to the data root)
+
+Images that are missing or unreadable are left out of their batch (so B can be smaller than the
+batch size, and 0 when all of a batch failed), counted once each in `datamodule.skipped`, and
+named in a SkippedImageWarning; with `strict` they raise a DataError naming the file instead.
+
+Training: train-split records, optionally a seeded, label-stratified `train_fraction` of them (whole
+videos at a time), at most `frames_per_video` frames per video per epoch, and optional class
+balancing; geometric then photometric augmentation (`lssat.data.transforms`). Validation and test:
+resize + centre crop, optionally `eval_frames_per_video` evenly spaced frames per video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from lssat.data.index import SPLITS, IndexHeader, Record
+from lssat.data.loading import FaceCollate, FaceDataLoader, FaceDataset, FileImages
+from lssat.data.sampling import FixedSampler, TrainSampler, cap_frames, fraction_subset, video_groups
+from lssat.data.settings import DataConfig, SyntheticConfig
+from lssat.data.sources import Source, index_source, synthetic_source
+from lssat.data.transforms import AugmentConfig, eval_transform, train_transform
+from lssat.errors import ConfigError, DataError
+
+__all__ = ["AugmentConfig", "DataConfig", "FaceDataModule", "SyntheticConfig"]
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Batches (see the module docstring for the schema) from an index or the synthetic faces."""
+
+    def __init__(self, config: DataConfig | Mapping[str, Any]) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, DataConfig) else DataConfig.from_dict(config)
+        self.header: IndexHeader | None = None
+        self.subgroup_keys: list[str] = []
+        self._records: dict[str, list[Record]] = {}
+        self._datasets: dict[str, FaceDataset] = {}
+        self._train_positions: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def setup(self, stage: str | None = None) -> None:
+        """Load the records and build the datasets (once; later calls do nothing)."""
+        if self._datasets:
+            return
+        cfg = self.config
+        if cfg.index is not None:
+            source = index_source(cfg.index, cfg.data_root)
+        else:
+            source = synthetic_source(cfg.synthetic, cfg.image_size)
+        header, records = source.header, source.records
+        if not records["train"]:
+            raise DataError(f"{source.name}: the train split has no records")
+        if cfg.balance and header.task == "attributes":
+            raise ConfigError("data.balance needs one label per record (expression or deepfake); "
+                              f"{source.name} is an attributes dataset")
+        keys = list(header.subgroups or [])
+        for r in (r for split in records.values() for r in split):
+            keys.extend(k for k in (r.subgroup or {}) if k not in keys)
+        self.header, self._records, self.subgroup_keys = header, records, keys
+        if cfg.strict:
+            _check_files_exist(source)
+        n_attr = len(header.attribute_names or []) if header.task == "attributes" else 0
+        for split in SPLITS:
+            transform = (train_transform(cfg.image_size, cfg.augment) if split == "train"
+                         else eval_transform(cfg.image_size, cfg.augment))
+            self._datasets[split] = FaceDataset(records[split], source.images[split], transform,
+                                                num_attributes=n_attr, subgroup_keys=keys, strict=cfg.strict)
+        train = records["train"]
+        self._train_positions = fraction_subset([r.label for r in train], video_groups([r.video_id for r in train]),
+                                                cfg.train_fraction, cfg.seed)
+        self._collate = FaceCollate(cfg.image_size, n_attr, keys)
+
+    def _require_setup(self) -> None:
+        if not self._datasets:
+            self.setup()
+
+    # ------------------------------------------------------------ information
+    @property
+    def task(self) -> str:
+        """The task kind: deepfake, attributes or expression."""
+        self._require_setup()
+        return self.header.task
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (deepfake: real, fake; attributes: the attribute names)."""
+        self._require_setup()
+        if self.header.task == "deepfake":
+            return list(self.header.classes or ["real", "fake"])
+        if self.header.task == "attributes":
+            return list(self.header.attribute_names or [])
+        return list(self.header.classes or [])
+
+    def records(self, split: str) -> list[Record]:
+        """All records of a split, in the order that the batches' "index" refers to."""
+        self._require_setup()
+        return self._records[split]
+
+    def dataset(self, split: str) -> FaceDataset:
+        """The dataset of a split (items before collation)."""
+        self._require_setup()
+        return self._datasets[split]
+
+    @property
+    def train_positions(self) -> np.ndarray:
+        """Positions of the training subset (all of the train split unless train_fraction < 1)."""
+        self._require_setup()
+        return self._train_positions
+
+    @property
+    def skipped(self) -> int:
+        """How many distinct images were skipped so far (missing or unreadable), over all splits."""
+        return int(sum(int(ds.skipped.sum()) for ds in self._datasets.values()))
+
+    def skipped_paths(self) -> list[str]:
+        """The files skipped so far, split by split."""
+        return [p for split in SPLITS if split in self._datasets for p in self._datasets[split].skipped_paths()]
+
+    def summary(self) -> str:
+        """Records per split and what training uses, as a few plain lines."""
+        self._require_setup()
+        lines = [f"task {self.header.task}, dataset {self.header.dataset}"]
+        for split in SPLITS:
+            lines.append(f"  {split:5s} {len(self._records[split]):7d} records")
+        lines.append(f"  training subset: {len(self._train_positions)} records; "
+                     f"{len(self.train_sampler())} per epoch")
+        if self.skipped:
+            lines.append(f"  skipped images: {self.skipped}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------ dataloaders
+    def train_sampler(self) -> TrainSampler:
+        """A fresh sampler of training positions (cap, balance and shuffle, seeded per epoch)."""
+        self._require_setup()
+        cfg, train = self.config, self._records["train"]
+        return TrainSampler(self._train_positions, [r.label for r in train], video_groups([r.video_id for r in train]),
+                            [r.frame for r in train], frames_per_video=cfg.frames_per_video,
+                            frame_mode=cfg.frame_sampling, balance=cfg.balance, seed=cfg.seed)
+
+    def eval_positions(self, split: str) -> np.ndarray:
+        """Positions an evaluation pass visits (all, or evenly spaced frames per video)."""
+        records = self.records(split)
+        positions = np.arange(len(records))
+        k = self.config.eval_frames_per_video
+        if k is None:
+            return positions
+        return cap_frames(positions, video_groups([r.video_id for r in records]), [r.frame for r in records],
+                          k, "even")
+
+    def _loader(self, split: str, sampler: Sampler[int], drop_last: bool = False) -> DataLoader:
+        workers = self.config.workers
+        return FaceDataLoader(
+            self._datasets[split], batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+            collate_fn=self._collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Augmented training batches in the order of `train_sampler` (a fresh draw each epoch)."""
+        self._require_setup()
+        sampler = self.train_sampler()
+        drop_last = self.config.drop_last and len(sampler) >= self.config.batch_size
+        return self._loader("train", sampler, drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in record order (resize + centre crop)."""
+        self._require_setup()
+        return self._loader("val", FixedSampler(self.eval_positions("val")))
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in record order (resize + centre crop)."""
+        self._require_setup()
+        return self._loader("test", FixedSampler(self.eval_positions("test")))
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test batches."""
+        return self.test_dataloader()
+
+
+def _check_files_exist(source: Source) -> None:
+    """Strict mode: every image file of an index exists (checked up front, in the main process)."""
+    for split in SPLITS:
+        images = source.images[split]
+        if not isinstance(images, FileImages):
+            continue
+        for record in source.records[split]:
+            path = images.root / record.path
+            if not path.is_file():
+                raise DataError(f"{path}: image file not found (record of the {split} split; strict mode)")

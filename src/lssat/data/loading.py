@@ -1,0 +1,283 @@
+"""Decoding face images to uint8 RGB tensors, the dataset over index records, and the batch collate.
+
+A dataset item is a dict (see `lssat.data.datamodule` for the batch schema) or None when the image
+could not be read; `FaceCollate` drops the None items. Failed images are flagged in a shared-memory
+tensor, one byte per record, so that the count is right whichever worker process read the file, and
+each file is counted once however many epochs meet it.
+
+Strict mode raises the DataError in the main process: directly when the dataset is read there, and
+through `FaceDataLoader` when a worker met the bad file (a worker exception would reach the user as
+a multi-line traceback text, and leaves torch's worker shutdown waiting on a timeout).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+try:  # torchvision >= 0.29 deprecates its decoders (for TorchCodec); PIL takes over once they are gone
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover
+    decode_jpeg = None
+
+from lssat.data.index import Record
+from lssat.errors import DataError
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class SkippedImageWarning(UserWarning):
+    """An image was missing or unreadable and its record was left out of the batch."""
+
+
+class ImageDecodeError(DataError):
+    """An image file is missing or not a readable image."""
+
+
+def pil_to_tensor_rgb(image: Image.Image) -> torch.Tensor:
+    """A PIL image of any mode as a uint8 (3, H, W) RGB tensor.
+
+    Grayscale, palette, CMYK and alpha modes go through PIL's RGB conversion (alpha is dropped, as
+    timm and torchvision do). 16-bit grayscale ("I;16*", and "I", taken as 16-bit) is scaled by
+    1/256 rather than clipped; float images ("F") are taken as [0, 1] when their maximum is at most
+    1, else as [0, 255].
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        array = np.asarray(image).astype(np.int64)
+        gray = (np.clip(array, 0, 65535) >> 8).astype(np.uint8)
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if np.nanmax(array, initial=0.0) <= 1.0 else 1.0
+        gray = np.clip(np.nan_to_num(array) * scale, 0, 255).round().astype(np.uint8)
+    else:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        rgb = np.array(image, dtype=np.uint8, copy=True)
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(gray)).unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
+    """Decode an encoded image to a uint8 (3, H, W) RGB tensor, applying EXIF orientation.
+
+    JPEGs go through torchvision's libjpeg-turbo decoder when torchvision still has it (about 1.4x
+    faster here than PIL, and it yields a CHW tensor directly); everything else goes through PIL.
+    Raises ImageDecodeError naming `name` for data that is not a readable image, including a
+    truncated one.
+    """
+    try:
+        if decode_jpeg is not None and data[:3] == _JPEG_MAGIC:
+            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return decode_jpeg(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return pil_to_tensor_rgb(ImageOps.exif_transpose(image))
+    except (OSError, RuntimeError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+        reason = str(err).splitlines()[-1] if str(err) else type(err).__name__
+        if "decode_jpeg" in reason:  # torchvision prefixes its source location
+            reason = reason.rsplit(", ", 1)[-1]
+        raise ImageDecodeError(f"{name}: unreadable image ({reason})") from None
+
+
+def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
+    """Read and decode an image file; ImageDecodeError naming the path if missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: image file not found") from None
+    except OSError as err:
+        raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})") from None
+    if not data:
+        raise ImageDecodeError(f"{path}: image file is empty")
+    return decode_image_bytes(data, str(path))
+
+
+def as_chw_uint8(image: Any) -> torch.Tensor:
+    """A uint8 (3, H, W) tensor from a CHW/HWC tensor or array, or a PIL image."""
+    if isinstance(image, Image.Image):
+        return pil_to_tensor_rgb(image)
+    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    if tensor.dtype != torch.uint8:
+        raise DataError(f"expected a uint8 image, got dtype {tensor.dtype}")
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim == 3 and tensor.shape[0] not in (1, 3) and tensor.shape[-1] in (1, 3):
+        tensor = tensor.permute(2, 0, 1)
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+        raise DataError(f"expected an image of shape (3, H, W) or (H, W, 3), got {tuple(tensor.shape)}")
+    return tensor.expand(3, -1, -1).contiguous()
+
+
+class ImageSource(Protocol):
+    """Gives the image of the record at a position of one split's record list.
+
+    It raises DataError (ImageDecodeError) for an image it cannot give. A source may also offer
+    ``load_many(records, positions) -> list[Tensor | DataError]`` to produce a batch at once (the
+    synthetic faces render a batch in one vectorised pass).
+    """
+
+    def __call__(self, record: Record, position: int) -> torch.Tensor: ...
+
+    def describe(self, record: Record, position: int) -> str: ...
+
+
+class FileImages:
+    """Images stored as files under a data root (the records of an index)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __call__(self, record: Record, position: int) -> torch.Tensor:
+        return decode_image_file(self.root / record.path)
+
+    def describe(self, record: Record, position: int) -> str:
+        return str(self.root / record.path)
+
+
+class FaceDataset(Dataset):
+    """The records of one split with their images, transformed; items are dicts or None (skipped).
+
+    `skipped` is a uint8 tensor with one flag per record, in shared memory so that worker processes
+    can set it; strict mode raises ImageDecodeError instead of skipping.
+    """
+
+    def __init__(self, records: Sequence[Record], images: ImageSource,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                 num_attributes: int = 0, subgroup_keys: Sequence[str] = (), strict: bool = False) -> None:
+        self.records = list(records)
+        self.images = images
+        self.transform = transform
+        self.num_attributes = num_attributes
+        self.subgroup_keys = tuple(subgroup_keys)
+        self.strict = strict
+        self.skipped = torch.zeros(len(self.records), dtype=torch.uint8).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, position: int) -> dict[str, Any] | None:
+        record = self.records[position]
+        try:
+            image = self.images(record, position)
+        except DataError as err:
+            return self._failed(position, err)
+        return self._finish(record, position, image)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, Any] | None]:
+        """A batch of items; one call to the image source's `load_many` when it has one."""
+        load_many = getattr(self.images, "load_many", None)
+        if load_many is None:
+            return [self[p] for p in positions]
+        positions = [int(p) for p in positions]
+        images = load_many([self.records[p] for p in positions], positions)
+        return [self._failed(p, x) if isinstance(x, DataError) else self._finish(self.records[p], p, x)
+                for p, x in zip(positions, images)]
+
+    def _finish(self, record: Record, position: int, image: torch.Tensor) -> dict[str, Any]:
+        if self.transform is not None:
+            image = self.transform(image)
+        return self.item(record, position, image)
+
+    def _failed(self, position: int, err: DataError) -> None:
+        first = not self.skipped[position]
+        self.skipped[position] = 1
+        if self.strict and get_worker_info() is None:
+            raise ImageDecodeError(str(err)) from None
+        if first and not self.strict:
+            warnings.warn(f"skipping {err}", SkippedImageWarning, stacklevel=3)
+        return None
+
+    def raise_if_failed(self) -> None:
+        """Strict mode: raise the DataError of the first flagged record (read again here for its reason)."""
+        if not self.strict or not self.skipped.any():
+            return
+        position = int(torch.nonzero(self.skipped).flatten()[0])
+        record = self.records[position]
+        try:
+            self.images(record, position)
+        except DataError as err:
+            raise ImageDecodeError(str(err)) from None
+        raise ImageDecodeError(f"{self.images.describe(record, position)}: unreadable image (strict mode)")
+
+    def item(self, record: Record, position: int, image: torch.Tensor) -> dict[str, Any]:
+        """The item dict of one record (the per-sample form of the batch schema)."""
+        attributes = record.attributes if record.attributes is not None else [-1] * self.num_attributes
+        subgroup = record.subgroup or {}
+        return {
+            "image": image,
+            "label": -1 if record.label is None else int(record.label),
+            "attributes": attributes,
+            "video_id": record.video_id or "",
+            "method": record.method or "",
+            "subgroup": {k: "" if subgroup.get(k) is None else str(subgroup[k]) for k in self.subgroup_keys},
+            "frame": -1 if record.frame is None else int(record.frame),
+            "index": position,
+            "path": record.path,
+        }
+
+    def skipped_paths(self) -> list[str]:
+        """Where the skipped records point, in record order."""
+        flagged = torch.nonzero(self.skipped).flatten().tolist()
+        return [self.images.describe(self.records[i], i) for i in flagged]
+
+
+class FaceCollate:
+    """Stacks item dicts into a batch dict, dropping None items (skipped images).
+
+    A batch whose items were all skipped comes out with batch size 0 (image shape (0, 3, S, S)).
+    """
+
+    def __init__(self, image_size: int, num_attributes: int = 0, subgroup_keys: Sequence[str] = ()) -> None:
+        self.image_size = image_size
+        self.num_attributes = num_attributes
+        self.subgroup_keys = tuple(subgroup_keys)
+
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        items = [x for x in items if x is not None]
+        if items:
+            images = torch.stack([x["image"] for x in items])
+        else:
+            images = torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8)
+        return {
+            "image": images,
+            "label": torch.tensor([x["label"] for x in items], dtype=torch.long),
+            "attributes": torch.tensor([x["attributes"] for x in items], dtype=torch.long)
+            .reshape(len(items), self.num_attributes),
+            "video_id": [x["video_id"] for x in items],
+            "method": [x["method"] for x in items],
+            "subgroup": {k: [x["subgroup"][k] for x in items] for k in self.subgroup_keys},
+            "frame": torch.tensor([x["frame"] for x in items], dtype=torch.long),
+            "index": torch.tensor([x["index"] for x in items], dtype=torch.long),
+            "path": [x["path"] for x in items],
+        }
+
+
+class FaceDataLoader(DataLoader):
+    """A DataLoader over a FaceDataset that, in strict mode, raises in the main process as soon as a
+    worker has flagged a bad image (before the batch that lacks it is handed out)."""
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        dataset = self.dataset
+        if not isinstance(dataset, FaceDataset) or not dataset.strict or self.num_workers == 0:
+            return iterator
+        return _checked(iterator, dataset)
+
+
+def _checked(iterator, dataset: FaceDataset):
+    for batch in iterator:
+        dataset.raise_if_failed()
+        yield batch
