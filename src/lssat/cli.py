@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.func(args)
     except LssatError as err:
-        print(f"lssat {args.command}: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under DDP, say it once
+            print(f"lssat {args.command}: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print(f"lssat {args.command}: interrupted", file=sys.stderr)

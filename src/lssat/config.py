@@ -1,0 +1,459 @@
+"""Typed run configuration: a dataclass tree, YAML presets shipped in the package, dotted overrides.
+
+A run config has six top-level keys::
+
+    name: optional label          output_dir: where run folders go (default "runs")
+    task:    TaskConfig           data:    lssat.data.settings.DataConfig
+    model:   ModelConfig          recipe:  RecipeConfig (preset name or YAML path + overrides)
+    trainer: TrainerConfig
+
+`load_config(sources, overrides)` merges YAML sources in order (a preset name such as
+``synthetic-deepfake`` or ``backbones/vit-small``, or a file path; a file may list ``defaults:``
+to merge first), applies ``key.sub=value`` overrides (text coerced to the field's type), and builds
+the typed tree. Every problem is a one-line ConfigError naming the key. Presets live in
+``lssat/configs/{train,tasks,backbones,trainer}``; see docs/training.md for every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lssat.data.settings import DataConfig
+from lssat.errors import ConfigError
+
+PRESET_GROUPS = ("train", "tasks", "backbones", "trainer")
+SCHEMES = ("joint", "pretrain-finetune", "supervised")
+PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
+TASK_KINDS = ("deepfake", "attributes", "expression")
+# keys that do not change what a run computes, left out of the run id
+_NOT_HASHED = ("output_dir", "trainer.progress")
+
+
+@dataclass
+class TaskConfig:
+    """The primary task. Its kind and label names come from the data; these are the options."""
+
+    kind: str | None = None  # optional check that the data is of this kind
+    headline: str | None = None  # metric that picks the best checkpoint (None: the task's default)
+    label_smoothing: float | None = None  # None: the task's default (0.1 expression, 0 otherwise)
+    threshold: float = 0.5
+    class_weights: str | list[float] | None = None  # expression: "balanced" or one weight per class
+    pos_weight: float | list[float] | None = None  # deepfake: one number; attributes: one per attribute
+    subgroups: list[str] | None = None  # fairness attributes (None: the index header's)
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in TASK_KINDS:
+            raise ConfigError(f"task.kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"task.label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"task.threshold must lie in (0, 1), got {self.threshold}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise ConfigError(f"task.class_weights must be 'balanced' or a list of numbers, got {self.class_weights!r}")
+
+
+@dataclass
+class ModelConfig:
+    """The encoder (a timm model name of a supported family) and its head."""
+
+    backbone: str = "vit_small_patch16_224"
+    img_size: int | None = None  # None: data.image_size (they must agree)
+    pretrained: bool | str = False  # false | path of a local weights file | "hub" (download, opt-in)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # timm architecture overrides
+    head_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.img_size is not None and self.img_size < 8:
+            raise ConfigError(f"model.img_size must be an integer >= 8, got {self.img_size}")
+        if self.pretrained is True:
+            raise ConfigError("model.pretrained: true is ambiguous; give a local weights file, "
+                              "or 'hub' to download from the model hub (explicit opt-in)")
+        if isinstance(self.pretrained, str) and self.pretrained != "hub":
+            if not Path(self.pretrained).expanduser().is_file():
+                raise ConfigError(f"model.pretrained: weights file {self.pretrained!r} not found")
+        if not 0 <= self.head_dropout < 1:
+            raise ConfigError(f"model.head_dropout must lie in [0, 1), got {self.head_dropout}")
+        from lssat.models.backbones import family_of
+
+        family_of(self.backbone)  # ConfigError naming the supported families
+
+
+@dataclass
+class RecipeConfig:
+    """A recipe preset name (see `lssat.models.recipe.preset_names`) or YAML path, plus overrides."""
+
+    name: str = "lssat-ldp"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation, precision, devices, scheme, validation and logging (METHOD.md section 2)."""
+
+    epochs: int = 100
+    max_steps: int | None = None  # when set, replaces epochs as the length of the run
+    base_lr: float = 1e-3  # peak lr = base_lr x global batch / 256
+    lr: float | None = None  # an absolute peak lr instead of the scaled base_lr
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    warmup_steps: int | None = None  # overrides warmup_epochs
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    precision: str = "auto"  # auto: bf16-mixed (or 16-mixed) on a GPU that supports it, else 32
+    gradient_clip: float | None = None  # max gradient norm
+    accumulate_grad_batches: int = 1
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    scheme: str = "joint"
+    pretrain_epochs: int | None = None  # pretrain-finetune: epochs of stage 1
+    finetune_aux: bool = False  # pretrain-finetune: keep the auxiliary losses in stage 2
+    val_every: int = 1  # validate every N epochs
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    limit_test_batches: int | float | None = None
+    log_every: int = 50
+    sanity_val_steps: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "accumulate_grad_batches", "num_nodes", "val_every", "log_every"):
+            _at_least(f"trainer.{key}", getattr(self, key), 1)
+        for key, low in (("max_steps", 1), ("warmup_steps", 0), ("pretrain_epochs", 1)):
+            if getattr(self, key) is not None:
+                _at_least(f"trainer.{key}", getattr(self, key), low)
+        _at_least("trainer.sanity_val_steps", self.sanity_val_steps, 0)
+        for key in ("base_lr", "min_lr", "weight_decay", "warmup_epochs"):
+            _at_least(f"trainer.{key}", getattr(self, key), 0.0)
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"trainer.lr must be > 0, got {self.lr}")
+        if self.gradient_clip is not None and self.gradient_clip <= 0:
+            raise ConfigError(f"trainer.gradient_clip must be > 0 (or null for none), got {self.gradient_clip}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"trainer.scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            value = getattr(self, key)
+            if value is not None and (value < 0 or (isinstance(value, float) and value > 1)):
+                raise ConfigError(f"trainer.{key} must be a batch count >= 0 or a fraction in [0, 1], got {value}")
+        if self.scheme == "pretrain-finetune" and self.pretrain_epochs is None:
+            raise ConfigError("trainer.pretrain_epochs is required with scheme pretrain-finetune")
+        if self.scheme == "pretrain-finetune" and self.max_steps is None:
+            if self.pretrain_epochs >= self.epochs:
+                raise ConfigError(f"trainer.pretrain_epochs ({self.pretrain_epochs}) leaves no fine-tuning "
+                                  f"epoch of trainer.epochs ({self.epochs})")
+
+
+@dataclass
+class RunConfig:
+    """The whole configuration of one training run."""
+
+    name: str | None = None
+    output_dir: str = "runs"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            raise ConfigError("data: missing; give data.index (an index file) or data.synthetic")
+        if self.model.img_size is None:
+            self.model.img_size = self.data.image_size
+        elif self.model.img_size != self.data.image_size:
+            raise ConfigError(f"model.img_size ({self.model.img_size}) differs from data.image_size "
+                              f"({self.data.image_size}); set one of them")
+        syn = self.data.synthetic
+        if self.task.kind is not None and syn is not None and syn.task != self.task.kind:
+            raise ConfigError(f"task.kind is {self.task.kind!r} but data.synthetic.task is {syn.task!r}")
+        self.build_recipe()  # validates name and overrides
+
+    def build_recipe(self) -> Any:
+        """The Recipe this config names, with its overrides applied."""
+        from lssat.models.recipe import load_recipe
+
+        return load_recipe(self.recipe.name, self.recipe.overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (YAML/JSON ready, tuples as lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    @property
+    def run_id(self) -> str:
+        """A short hash of the resolved config (output_dir and trainer.progress left out)."""
+        data = self.to_dict()
+        for dotted in _NOT_HASHED:
+            *parents, last = dotted.split(".")
+            node = data
+            for p in parents:
+                node = node[p]
+            node.pop(last, None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
+def _at_least(key: str, value: Any, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+# --------------------------------------------------------------------------- types
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               type(None): "null", list: "a list", tuple: "a list", dict: "a mapping"}
+
+
+def _options(annotation: Any) -> list[Any]:
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return list(typing.get_args(annotation)) if union else [annotation]
+
+
+def _describe(annotation: Any) -> str:
+    bases = [typing.get_origin(o) or o for o in _options(annotation)]
+    return " or ".join(dict.fromkeys(_TYPE_WORDS.get(b, getattr(b, "__name__", str(b))) for b in bases))
+
+
+def _fits(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Whether `value` is of the annotated type, and the value normalised (int -> float, list -> tuple)."""
+    if annotation is Any:
+        return True, value
+    for option in _options(annotation):
+        base = typing.get_origin(option) or option
+        args = typing.get_args(option)
+        if option is type(None) and value is None:
+            return True, None
+        if base is bool and isinstance(value, bool):
+            return True, value
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if base is float and isinstance(value, str) and _FLOAT.match(value):
+            return True, float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        if base is str and isinstance(value, str):
+            return True, value
+        if base in (list, tuple) and isinstance(value, (list, tuple)):
+            checked = [_fits(item, args[0] if args else Any) for item in value]
+            if all(ok for ok, _ in checked):
+                items = [item for _, item in checked]
+                return True, tuple(items) if base is tuple else items
+        if base is dict and isinstance(value, Mapping):
+            return True, dict(value)
+        if dataclasses.is_dataclass(base) and isinstance(value, (Mapping, base)):
+            return True, value
+    return False, value
+
+
+def _section_class(annotation: Any) -> type | None:
+    for option in _options(annotation):
+        if dataclasses.is_dataclass(option):
+            return option
+    return None
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """A dataclass from a mapping, every value checked against its field's type."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}: expected a mapping of settings, got {data!r}")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}'; valid keys"
+                          f"{' under ' + prefix if prefix else ''}: {', '.join(names)}")
+    if cls is DataConfig:
+        return DataConfig.from_dict(data)  # validates itself, naming data.* keys
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        section = _section_class(hints[key])
+        if section is not None and (value is not None or type(None) not in _options(hints[key])):
+            kwargs[key] = _build(section, value, dotted)
+            continue
+        ok, value = _fits(value, hints[key])
+        if not ok:
+            raise ConfigError(f"{dotted}: expected {_describe(hints[key])}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _annotation_at(path: list[str]) -> Any:
+    """The type annotation of a dotted key (Any inside free-form mappings); ConfigError if unknown."""
+    cls: Any = RunConfig
+    for i, part in enumerate(path):
+        section = _section_class(cls) if cls is not Any else None
+        if section is None:
+            return Any  # inside a dict[str, Any] (model.kwargs, recipe.overrides, ...)
+        hints = typing.get_type_hints(section)
+        if part not in hints:
+            where = ".".join(path[:i])
+            raise ConfigError(f"unknown config key '{'.'.join(path)}'; valid keys"
+                              f"{' under ' + where if where else ''}: {', '.join(hints)}")
+        cls = hints[part]
+    return cls
+
+
+def coerce_text(text: str, annotation: Any, key: str) -> Any:
+    """Command-line text as a value of the annotated type (YAML syntax for numbers, lists, null)."""
+    try:
+        parsed = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        parsed = text
+    ok, value = _fits(parsed, annotation)
+    if ok:
+        return value
+    if str in [typing.get_origin(o) or o for o in _options(annotation)]:
+        return text  # e.g. a file name that YAML reads as a number
+    if annotation is Any:
+        return parsed
+    raise ConfigError(f"{key}: expected {_describe(annotation)}, got {text!r}")
+
+
+# --------------------------------------------------------------------------- sources
+
+def preset_names(group: str = "train") -> list[str]:
+    """Names of the presets of one group shipped with lssat."""
+    folder = resources.files("lssat") / "configs" / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_source(source: str | Path, base: Path | None) -> tuple[dict[str, Any], Path | None, str]:
+    """The mapping of a preset or file, the folder its relative `defaults` resolve against, its name."""
+    text_source = str(source)
+    path = Path(text_source).expanduser()
+    if base is not None and not path.is_absolute() and (base / path).is_file():
+        path = base / path
+    if path.is_file():
+        text, folder, name = path.read_text(encoding="utf-8"), path.parent, str(path)
+    elif path.suffix in (".yaml", ".yml"):
+        raise ConfigError(f"config file {text_source!r}: not found")
+    else:
+        group, _, preset = text_source.rpartition("/")
+        group = group or "train"
+        resource = resources.files("lssat") / "configs" / group / f"{preset}.yaml"
+        if group not in PRESET_GROUPS or not resource.is_file():
+            known = ", ".join(n if g == "train" else f"{g}/{n}" for g in PRESET_GROUPS for n in preset_names(g))
+            raise ConfigError(f"config {text_source!r}: no such file or preset; presets: {known}")
+        text, folder, name = resource.read_text(encoding="utf-8"), None, f"{group}/{preset}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {name}: invalid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {name}: expected a mapping at the top level")
+    return data, folder, name
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "kwargs":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """Shorthand: `recipe: NAME` means recipe.name."""
+    if isinstance(data.get("recipe"), str):
+        data["recipe"] = {"name": data["recipe"]}
+    return data
+
+
+def _load_tree(source: str | Path, base: Path | None, seen: tuple[str, ...]) -> dict[str, Any]:
+    data, folder, name = _read_source(source, base)
+    if name in seen:
+        raise ConfigError(f"config {name}: its defaults include itself ({' -> '.join(seen + (name,))})")
+    defaults = data.pop("defaults", None) or []
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not isinstance(defaults, list):
+        raise ConfigError(f"config {name}: defaults must be a list of presets or files, got {defaults!r}")
+    tree: dict[str, Any] = {}
+    for item in defaults:
+        tree = _merge(tree, _load_tree(item, folder, seen + (name,)))
+    return _merge(tree, _normalise(data))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`key.sub=value` -> (path, typed value); ConfigError for a malformed item or unknown key."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    path = key.split(".")
+    if path == ["recipe"]:
+        return ["recipe", "name"], text
+    return path, coerce_text(text, _annotation_at(path), key)
+
+
+def load_config(sources: str | Path | Sequence[str | Path], overrides: Sequence[str] = ()) -> RunConfig:
+    """Merge presets/files in order, apply `key=value` overrides, build and validate the config."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    tree: dict[str, Any] = {}
+    for source in sources:
+        tree = _merge(tree, _load_tree(source, None, ()))
+    for item in overrides:
+        path, value = parse_override(item)
+        node = tree
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {} if child is None or not isinstance(child, Mapping) else dict(child)
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from a plain mapping (e.g. a run folder's config.yaml)."""
+    tree = _normalise(dict(tree))
+    task, data = tree.get("task") or {}, tree.get("data")
+    if isinstance(task, Mapping) and isinstance(data, Mapping) and isinstance(data.get("synthetic"), Mapping):
+        if task.get("kind") and "task" not in data["synthetic"]:
+            tree["data"] = {**data, "synthetic": {**data["synthetic"], "task": task["kind"]}}
+    if tree.get("data") is None:
+        raise ConfigError("data: missing; give data.index (an index file) or data.synthetic")
+    return _build(RunConfig, tree, "")
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (readable back with `load_config`)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,148 @@
+"""Checkpoints of a run: `last` and `best` (on the validation headline metric, never the test split).
+
+A run folder's ``checkpoints/`` holds, for NAME in (last, best):
+
+- ``NAME.ckpt``: Lightning's full checkpoint (weights, optimizer, scheduler, loop counters,
+  callback states, the masking generator): what ``--resume`` continues from. It holds only
+  tensors and plain Python data, so Lightning loads it with ``torch.load(weights_only=True)``.
+- ``NAME.safetensors``: the model's weights alone, with the run's metadata (config, task, recipe,
+  epoch, step, validation metrics) as JSON in the file's header: what `lssat eval` and inference
+  load. Nothing in it can run code.
+- ``NAME.json``: that metadata, readable.
+
+`last` is written at the end of every training epoch, `best` when the validation headline improves
+(`Task.is_better`; nan never wins; epochs of the pretrain stage are not candidates). Before writing,
+every weight is checked to be finite: a diverged model raises `TrainingDiverged` and overwrites
+nothing, so the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from lssat.engine.module import LSSATModule, TrainingDiverged
+from lssat.errors import InputError
+from lssat.engine.record import finite_json
+
+NAMES = ("last", "best")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
+    """Write the model's weights (safetensors) with JSON metadata in the header, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"lssat": json.dumps(finite_json(metadata))})
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A weights file from a path: a file, or a run folder (its best, else its last checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        for name in ("best.safetensors", "last.safetensors", "best.ckpt", "last.ckpt"):
+            if (folder / name).is_file():
+                return folder / name
+        raise InputError(f"{path}: no checkpoint in this folder (expected checkpoints/best.safetensors)")
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    return path
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model state dict and run metadata of a checkpoint (.safetensors, .ckpt, or a run folder).
+
+    Lightning checkpoints are read with ``torch.load(weights_only=True)``.
+    """
+    path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise InputError(f"{path}: not a readable safetensors file ({err})") from None
+        try:
+            metadata = json.loads(header.get("lssat", "{}"))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: its lssat metadata is not valid JSON") from None
+        return state, metadata
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors of many kinds: report them in one line
+        raise InputError(f"{path}: cannot load checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    metadata = dict(ckpt.get("lssat") or {})
+    metadata.setdefault("epoch", ckpt.get("epoch"))
+    metadata.setdefault("step", ckpt.get("global_step"))
+    return state, metadata
+
+
+class RunCheckpoints(Checkpoint):
+    """Writes `last` every training epoch and `best` when the validation headline improves."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_step: int | None = None
+
+    def path(self, name: str, suffix: str = ".ckpt") -> Path:
+        """Where checkpoint `name` ("last" or "best") is written."""
+        return self.folder / f"{name}{suffix}"
+
+    def on_train_epoch_end(self, trainer: Any, module: LSSATModule) -> None:
+        if trainer.sanity_checking or bool(trainer.fast_dev_run):
+            return
+        bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingDiverged(f"training diverged: weight {bad[0]} is not finite after epoch "
+                                   f"{trainer.current_epoch}; the last good checkpoint is {self.path('last')}")
+        epoch = trainer.current_epoch
+        val = module.results.get("val") if module.result_epoch.get("val") == epoch else None
+        if val is not None and module.stage != "pretrain":
+            value = val.get(module.task.headline)
+            if module.task.is_better(value, self.best_value):
+                self.best_value, self.best_epoch, self.best_step = float(value), epoch, trainer.global_step
+                self._save(trainer, module, "best", val)
+        self._save(trainer, module, "last", val)
+
+    def _save(self, trainer: Any, module: LSSATModule, name: str, val: dict[str, Any] | None) -> None:
+        trainer.save_checkpoint(str(self.path(name)), weights_only=False)
+        if trainer.is_global_zero:
+            info = {"name": name, "epoch": trainer.current_epoch, "step": trainer.global_step,
+                    "headline": module.task.headline, "value": None if val is None else val.get(module.task.headline),
+                    "val": val, "best_epoch": self.best_epoch, "best_value": self.best_value}
+            save_weights(module.model, self.path(name, ".safetensors"), {**module.metadata, **info})
+            _write_atomic(self.path(name, ".json"), json.dumps(finite_json(info), indent=2))
+        trainer.strategy.barrier("lssat-checkpoint")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_value = state_dict.get("best_value")
+        self.best_epoch = state_dict.get("best_epoch")
+        self.best_step = state_dict.get("best_step")

@@ -1,0 +1,228 @@
+"""The LightningModule: an LSSATModel trained on a task under a scheme.
+
+- `training_step`: the scheme's losses for the stage (texture maps are computed inside the model's
+  step from the uint8 batch; total = lambda x task + (1 - lambda) x reconstruction for `joint`).
+  A non-finite loss stops the run before the backward pass with a `TrainingDiverged` error, on
+  every DDP rank at the same step (the flag is reduced across ranks), so no optimizer step and no
+  checkpoint ever sees it.
+- `validation_step` / `test_step`: the unmasked pass; the task's metrics accumulate over the whole
+  split and are computed at the epoch's end on every rank (gathered across ranks), then logged as
+  flat scalars ``val/<metric>`` / ``test/<metric>``; the full result is kept in `results[split]`.
+- `configure_optimizers`: AdamW + per-step warm-up/cosine (`lssat.engine.optim`).
+- Checkpoints carry ``checkpoint["lssat"]`` (plain metadata: config, task, recipe) and the masking
+  generator's state, so a resumed run draws the same masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lssat.engine import optim
+from lssat.engine.schemes import stage_of, step_losses
+from lssat.errors import ConfigError, LssatError
+from lssat.metrics.classification import scalar_metrics
+
+LOSS_KEYS = ("task_loss", "recon_loss", "puzzle_loss", "inpaint_loss")
+
+
+class TrainingDiverged(LssatError):
+    """A training loss became NaN or infinite, or the weights did."""
+
+
+class LSSATModule(L.LightningModule):
+    """Training, validation and test of an LSSATModel on a task.
+
+    Args:
+        model: the `lssat.models.lssat.LSSATModel`.
+        task: the `lssat.tasks.Task` (loss and metrics).
+        trainer_config: a `lssat.config.TrainerConfig` (optimisation and scheme); None for
+            evaluation only.
+        batch_size: per-process batch size (for the lr scaling rule).
+        metadata: plain data stored in every checkpoint under "lssat".
+        checkpoint_hint: where the last good checkpoint lies, for the divergence message.
+    """
+
+    def __init__(self, model: nn.Module, task: Any, trainer_config: Any = None, batch_size: int = 1,
+                 metadata: Mapping[str, Any] | None = None, checkpoint_hint: str = "") -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.cfg = trainer_config
+        self.batch_size = batch_size
+        self.metadata = dict(metadata or {})
+        self.checkpoint_hint = checkpoint_hint
+        self.metrics = nn.ModuleDict({"val": task.metrics(), "test": task.metrics()})
+        self.mean_loss = nn.ModuleDict({"val": MeanMetric(nan_strategy="ignore"),
+                                        "test": MeanMetric(nan_strategy="ignore")})
+        self.results: dict[str, dict[str, Any]] = {}
+        self.result_epoch: dict[str, int] = {}
+        self.mask_generator = torch.Generator()
+        self.train_images = 0
+        self.step_time = 0.0
+        self.loop_time = 0.0
+        self._batch_start = 0.0
+        self._mark = 0.0
+
+    # ------------------------------------------------------------------ scheme
+    @property
+    def scheme(self) -> str:
+        return self.cfg.scheme if self.cfg is not None else "joint"
+
+    @property
+    def stage(self) -> str:
+        """The scheme's stage of the current epoch."""
+        return stage_of(self.scheme, self.current_epoch, self.cfg.pretrain_epochs if self.cfg else None)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.cfg is not None:
+            # a different masking stream per rank; restored from a checkpoint when resuming
+            self.mask_generator.manual_seed(int(self.cfg.seed) * 1_000_003 + self.global_rank)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        out = step_losses(self.model, batch, self.task, self.stage, finetune_aux=self.cfg.finetune_aux,
+                          generator=self.mask_generator)
+        loss = out["loss"]
+        self._guard(loss, out)
+        on_bar = {"train/loss": loss.detach()}
+        self.log_dict(on_bar, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+        parts = {f"train/{k}": out[k].detach().float() for k in LOSS_KEYS if k in out}
+        parts["train/lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log_dict(parts, on_step=True, on_epoch=False, batch_size=len(batch["image"]))
+        return loss
+
+    def _guard(self, loss: torch.Tensor, out: Mapping[str, Any]) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        which = [k for k in LOSS_KEYS if k in out and not bool(torch.isfinite(out[k].detach()).all())]
+        what = f"{which[0]} ({float(out[which[0]].detach().float())})" if which else \
+            f"loss ({float(loss.detach().float())})" if not bool(torch.isfinite(loss.detach()).all()) \
+            else "loss (on another rank)"
+        where = ""
+        if self.checkpoint_hint:
+            where = (f"; the last good checkpoint is {self.checkpoint_hint}" if os.path.isfile(self.checkpoint_hint)
+                     else "; no checkpoint was written yet")
+        raise TrainingDiverged(f"training diverged: non-finite {what} at epoch {self.current_epoch}, "
+                               f"step {self.global_step}{where}")
+
+    def on_train_epoch_start(self) -> None:
+        if self.scheme == "pretrain-finetune" and self.current_epoch == self.cfg.pretrain_epochs:
+            for opt in self.trainer.optimizers:  # fine-tuning starts with fresh AdamW moments
+                opt.state.clear()
+        self._mark = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.step_time += now - self._batch_start
+        self.loop_time += now - self._mark
+        self._mark = now
+        self.train_images += len(batch["image"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg is None:
+            raise ConfigError("this module was built for evaluation only (no trainer config)")
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches
+        global_batch = self.batch_size * trainer.world_size * accumulate
+        peak = cfg.lr if cfg.lr is not None else optim.scaled_lr(cfg.base_lr, global_batch)
+        total = int(trainer.estimated_stepping_batches)
+        if trainer.train_dataloader is None:  # max_steps runs skip loading it in the estimate
+            trainer.fit_loop.setup_data()
+        per_epoch = max(1, math.ceil(trainer.num_training_batches / accumulate))
+        boundary = None
+        if self.scheme == "pretrain-finetune":
+            boundary = cfg.pretrain_epochs * per_epoch
+            if boundary >= total:
+                raise ConfigError(f"trainer.pretrain_epochs ({cfg.pretrain_epochs} epochs = {boundary} steps) "
+                                  f"leaves no fine-tuning step of the run's {total} steps")
+        segments = optim.segments_for(total, per_epoch, cfg.warmup_epochs, cfg.warmup_steps, boundary)
+        schedule = optim.WarmupCosine(segments, peak, cfg.min_lr)
+        optimizer = optim.build_optimizer(optim.param_groups(self.model, cfg.weight_decay), peak,
+                                          cfg.weight_decay, cfg.betas)
+
+        def multiplier(step: int) -> float:  # a plain function: LambdaLR saves no state for it
+            return schedule(step)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        self.lr_info = {"peak_lr": peak, "global_batch": global_batch, "total_steps": total,
+                        "steps_per_epoch": per_epoch, "segments": [vars(s) for s in segments]}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_end(self) -> None:
+        stats = torch.tensor([float(self.train_images), self.step_time, self.loop_time], device=self.device,
+                             dtype=torch.float64 if self.device.type != "mps" else torch.float32)
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(stats.clone(), reduce_op="sum")
+            images = float(total[0])
+        else:
+            images = float(stats[0])
+        # every rank runs its steps in parallel: the wall time is this rank's
+        self.train_stats = {"images": int(images), "step_time_s": self.step_time, "loop_time_s": self.loop_time}
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, split: str, batch: Mapping[str, Any]) -> None:
+        logits = self.model(batch["image"])
+        self.metrics[split].update(logits, batch)
+        if len(batch["image"]):
+            self.mean_loss[split].update(self.task.loss(logits.float(), batch).detach(),
+                                         weight=len(batch["image"]))
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _finish(self, split: str) -> dict[str, Any]:
+        result = self.metrics[split].compute()
+        loss = self.mean_loss[split].compute()
+        self.metrics[split].reset()
+        self.mean_loss[split].reset()
+        result["loss"] = float(loss)
+        self.results[split] = result
+        self.result_epoch[split] = self.current_epoch
+        scalars = {f"{split}/{k}": v for k, v in scalar_metrics(result).items()}
+        # identical on every rank already (the metrics gathered all ranks): no further sync
+        self.log_dict(scalars, sync_dist=False, add_dataloader_idx=False)
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.metrics["val"].reset()
+            self.mean_loss["val"].reset()
+            return
+        self._finish("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lssat"] = self.metadata
+        checkpoint["lssat_mask_rng"] = self.mask_generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lssat_mask_rng")
+        if isinstance(state, torch.Tensor):
+            self.mask_generator.set_state(state)

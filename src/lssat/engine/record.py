@@ -1,0 +1,122 @@
+"""The run record: one JSON object per run, `run_record.json` in the run folder.
+
+Fields (all present in every record; values may be null where not measured)::
+
+    lssat_run        format version (1)
+    run_id           short hash of the resolved config (`RunConfig.run_id`)
+    name             the config's name (or null)
+    status           "running", "done" or "failed"
+    error            the one-line error of a failed run, else null
+    config           the resolved config (plain data)
+    recipe           the recipe the model was built from (every field), and its M/R/C "label"
+    task             kind, label names, headline metric and whether higher is better
+    data             dataset name, records per split, images skipped
+    metrics          {"val": metrics of the best checkpoint on the validation split,
+                      "test": metrics on the test split with those weights}
+    checkpoint       which weights were tested ("best" or "last"), their epoch, step and file
+    cost             parameters, trainable_parameters, flops_per_image, train_images,
+                     train_images_per_second (model step: forward, backward, optimizer),
+                     train_loop_images_per_second (with data loading), peak_memory_bytes,
+                     peak_memory_kind ("cuda_max_allocated" or "cpu_max_rss"), wall_time_s
+    trainer          precision, accelerator, world_size, epochs and global steps reached, lr info
+    versions         python, torch, timm, lightning, torchmetrics, lssat
+    seed, resumed_from, started, finished, notes
+
+Every nan is written as null (strict JSON). The file is replaced atomically, so a reader (the
+benchmark runner) sees either the previous record or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import math
+
+import torch
+
+FORMAT_VERSION = 1
+FILENAME = "run_record.json"
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def versions() -> dict[str, str]:
+    """Versions of python and the libraries a result depends on."""
+    import lightning
+    import timm
+    import torchmetrics
+
+    import lssat
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__,
+            "lssat": lssat.__version__}
+
+
+def peak_memory(device: torch.device) -> tuple[int | None, str]:
+    """Peak memory of this process: CUDA max allocated on a GPU, else the CPU peak resident set."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "cpu_max_rss"
+
+
+def new_record(run_id: str, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A record with every field, status "running"."""
+    return {
+        "lssat_run": FORMAT_VERSION, "run_id": run_id, "name": config.get("name"), "status": "running",
+        "error": None, "config": config, "recipe": None, "task": None, "data": None,
+        "metrics": {"val": None, "test": None}, "checkpoint": None,
+        "cost": {"parameters": None, "trainable_parameters": None, "flops_per_image": None, "train_images": None,
+                 "train_images_per_second": None, "train_loop_images_per_second": None,
+                 "peak_memory_bytes": None, "peak_memory_kind": None, "wall_time_s": None},
+        "trainer": None, "versions": versions(), "seed": seed, "resumed_from": None,
+        "started": now_iso(), "finished": None, "notes": [],
+    }
+
+
+def finite_json(value: Any) -> Any:
+    """A copy with every nan or infinite float replaced by None (strict JSON), tuples as lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def write_record(folder: str | Path, record: dict[str, Any]) -> Path:
+    """Write `run_record.json` atomically (nan and inf -> null); returns its path."""
+    path = Path(folder) / FILENAME
+    tmp = path.with_name(f"{FILENAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(finite_json(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(folder: str | Path) -> dict[str, Any]:
+    """The run record of a run folder."""
+    return json.loads((Path(folder) / FILENAME).read_text(encoding="utf-8"))
+
+
+class Stopwatch:
+    """Wall time since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,354 @@
+"""One training run from a config, and the re-evaluation of a checkpoint.
+
+`train(config)` writes one run folder, ``<output_dir>/<run_id>/``::
+
+    config.yaml        the resolved config (load it back with `lssat.config.load_config`)
+    recipe.yaml        the recipe the model was built from, every field
+    checkpoints/       last.* and best.* (see `lssat.engine.checkpoints`)
+    logs/              CSV logs (version_N/metrics.csv), tensorboard/ (TensorBoard events)
+    run_record.json    the run record (see `lssat.engine.record`)
+
+Flow: seed, data, task, recipe (adapted to the scheme), model, fit (validation every
+`trainer.val_every` epochs), then test on the test split with the best-on-validation weights
+(the last weights when no epoch was validated), then the record. Distributed runs use Lightning's
+DDP (its own launcher, torchrun or Slurm, found from the environment); validation and test
+samplers are split across ranks without the padding that would repeat samples, and the metrics
+are gathered over all ranks. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lssat.config import RunConfig, TaskConfig, config_from_dict, save_config
+from lssat.data.datamodule import FaceDataModule
+from lssat.data.loading import FaceDataLoader
+from lssat.engine import record as rec
+from lssat.engine.checkpoints import RunCheckpoints, load_weights
+from lssat.engine.module import LSSATModule
+from lssat.engine.schemes import finds_unused_parameters, scheme_recipe
+from lssat.errors import ConfigError, InputError, LssatError
+
+_QUIET = ("does not have many workers", "sync_dist=True", "is smaller than the logging interval",
+          "`training_step` returned `None`", "Trying to infer the `batch_size`", "The number of training batches",
+          "isinstance(treespec, LeafSpec)")
+
+
+@dataclass
+class RunResult:
+    """What `train` returns: the run folder, its record, and whether this process is rank 0."""
+
+    folder: Path
+    record: dict[str, Any]
+    is_global_zero: bool
+
+
+class RunDataModule(FaceDataModule):
+    """The data module of a run: evaluation samplers split across DDP ranks without repeats,
+    and `eval_split` chooses which split the test loop reads (for `lssat eval --split val`)."""
+
+    def __init__(self, config: Any, eval_split: str = "test") -> None:
+        super().__init__(config)
+        self.eval_split = eval_split
+
+    def _unrepeated(self, loader: Any) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return loader
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSamplerWrapper
+
+        sampler = UnrepeatedDistributedSamplerWrapper(loader.sampler, num_replicas=trainer.world_size,
+                                                      rank=trainer.global_rank, shuffle=False)
+        return FaceDataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                              num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                              pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
+                              generator=loader.generator)
+
+    def val_dataloader(self) -> Any:
+        return self._unrepeated(super().val_dataloader())
+
+    def test_dataloader(self) -> Any:
+        loader = super().val_dataloader() if self.eval_split == "val" else super().test_dataloader()
+        return self._unrepeated(loader)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed on a GPU with bf16, 16-mixed on another GPU, else 32-true."""
+    if precision != "auto":
+        return {"32": "32-true", "64": "64-true"}.get(precision, precision)
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def make_task(cfg: TaskConfig, dm: FaceDataModule) -> Any:
+    """The task of the data (its kind and names) with the config's options."""
+    from lssat.tasks import inverse_frequency_weights, task_from_header
+
+    if cfg.kind is not None and cfg.kind != dm.task:
+        raise ConfigError(f"task.kind is {cfg.kind!r} but the data is a {dm.task!r} dataset")
+    options: dict[str, Any] = {"threshold": cfg.threshold}
+    for key in ("headline", "label_smoothing", "pos_weight"):
+        if getattr(cfg, key) is not None:
+            options[key] = getattr(cfg, key)
+    if cfg.subgroups is not None:
+        options["subgroups"] = cfg.subgroups
+    if cfg.class_weights is not None:
+        if dm.task != "expression":
+            raise ConfigError(f"task.class_weights applies to expression data, this is {dm.task!r}")
+        weights = cfg.class_weights
+        if weights == "balanced":
+            counts = [0] * len(dm.classes)
+            records = dm.records("train")
+            for position in dm.train_positions.tolist():
+                counts[records[position].label] += 1
+            weights = inverse_frequency_weights(counts).tolist()
+        options["class_weights"] = weights
+    if options.get("pos_weight") is not None and dm.task == "expression":
+        raise ConfigError("task.pos_weight applies to deepfake or attributes data, this is 'expression'")
+    return task_from_header(dm.header, **options)
+
+
+def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, Any] | None = None) -> Any:
+    """The LSSATModel of a config (pretrained: false | local file | "hub")."""
+    from lssat.models.lssat import LSSATModel
+
+    m = cfg.model
+    weights = m.pretrained if isinstance(m.pretrained, str) and m.pretrained != "hub" else None
+    return LSSATModel(m.backbone, num_outputs, recipe, m.img_size, pretrained=m.pretrained == "hub",
+                      weights=weights, allow_hub=m.pretrained == "hub", backbone_kwargs=dict(m.kwargs),
+                      head_dropout=m.head_dropout, norm_mean=(norm or {}).get("mean"),
+                      norm_std=(norm or {}).get("std"))
+
+
+def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, evaluate: bool = False) -> L.Trainer:
+    """The Lightning Trainer of a config; Lightning's own configuration errors become ConfigErrors."""
+    t = cfg.trainer
+    strategy = t.strategy
+    if any(word in strategy for word in ("spawn", "fork", "notebook")):
+        raise ConfigError(f"trainer.strategy {strategy!r} is not supported; use ddp (Lightning launches the "
+                          f"processes; torchrun and Slurm work too)")
+    if finds_unused_parameters(t.scheme) and strategy == "ddp":
+        strategy = "ddp_find_unused_parameters_true"
+    loggers: list[Any] | bool = False
+    if folder is not None:
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        loggers = [CSVLogger(str(folder), name="logs")]
+        try:
+            loggers.append(TensorBoardLogger(str(folder), name="tensorboard", default_hp_metric=False))
+        except ModuleNotFoundError:  # neither tensorboard nor tensorboardX installed
+            warnings.warn("TensorBoard logs are off: `pip install tensorboard` to get them (CSV logs are written)",
+                          stacklevel=2)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        return L.Trainer(
+            accelerator=t.accelerator, devices=1 if evaluate else t.devices,
+            num_nodes=1 if evaluate else t.num_nodes, strategy="auto" if evaluate else strategy,
+            precision=resolve_precision(t.precision, t.accelerator),
+            max_epochs=t.epochs if t.max_steps is None else -1, max_steps=t.max_steps or -1,
+            gradient_clip_val=t.gradient_clip, accumulate_grad_batches=t.accumulate_grad_batches,
+            check_val_every_n_epoch=t.val_every, limit_train_batches=t.limit_train_batches,
+            limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
+            log_every_n_steps=t.log_every, num_sanity_val_steps=t.sanity_val_steps,
+            enable_progress_bar=t.progress, enable_model_summary=t.progress and not evaluate,
+            deterministic=t.deterministic, logger=loggers, callbacks=callbacks,
+            enable_checkpointing=not evaluate, default_root_dir=str(folder) if folder else None,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as err:
+        raise ConfigError(f"trainer (accelerator {t.accelerator!r}, devices {t.devices!r}, strategy "
+                          f"{strategy!r}): {str(err).strip().splitlines()[0]}") from None
+
+
+def _quiet() -> None:
+    for text in _QUIET:
+        warnings.filterwarnings("ignore", message=f".*{re.escape(text)}")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return text if isinstance(err, LssatError) else f"{type(err).__name__}: {text}".rstrip(": ")
+
+
+def _resume_path(resume: bool | str | None, ckpt_dir: Path) -> Path | None:
+    if not resume:
+        if (ckpt_dir / "last.ckpt").exists():
+            raise ConfigError(f"run folder {ckpt_dir.parent} already holds checkpoints; pass --resume to "
+                              f"continue it, or set output_dir elsewhere")
+        return None
+    path = ckpt_dir / "last.ckpt" if resume is True else Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {path}")
+    return path
+
+
+def env_rank_zero() -> bool:
+    """Whether this process is rank 0 by its launcher's environment (Lightning, torchrun, Slurm).
+
+    Before `fit` sets up the processes, the Trainer cannot tell yet: a process that Lightning's
+    DDP launcher started says rank 0 until then.
+    """
+    import os
+
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    return all(os.environ.get(key, "0") == "0" for key in keys)
+
+
+def _metadata(cfg: RunConfig, recipe: Any, task: Any, model: Any, dm: FaceDataModule) -> dict[str, Any]:
+    return {"run_id": cfg.run_id, "config": cfg.to_dict(), "recipe": recipe.to_dict(), "task": task.describe(),
+            "norm": {"mean": model.rgb_mean.flatten().tolist(), "std": model.rgb_std.flatten().tolist()},
+            "header": {k: v for k, v in dataclasses.asdict(dm.header).items() if k != "info"}}
+
+
+def train(cfg: RunConfig, resume: bool | str | None = None) -> RunResult:
+    """Train, validate, test and record one run (see the module docstring)."""
+    from lssat.models.lssat import count_parameters
+
+    _quiet()
+    watch = rec.Stopwatch()
+    folder = Path(cfg.output_dir) / cfg.run_id
+    ckpt_dir = folder / "checkpoints"
+    resume_path = _resume_path(resume, ckpt_dir)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    dm = RunDataModule(cfg.data)
+    dm.setup()
+    task = make_task(cfg.task, dm)
+    recipe = scheme_recipe(cfg.build_recipe(), cfg.trainer.scheme)
+    model = make_model(cfg, task.num_outputs, recipe)
+    checkpoints = RunCheckpoints(ckpt_dir)
+    module = LSSATModule(model, task, cfg.trainer, cfg.data.batch_size, _metadata(cfg, recipe, task, model, dm),
+                         checkpoint_hint=str(checkpoints.path("last")))
+    trainer = build_trainer(cfg, folder, [checkpoints])
+    record = rec.new_record(cfg.run_id, cfg.to_dict(), cfg.trainer.seed)
+    record.update(recipe={**recipe.to_dict(), "label": recipe.label}, task=task.describe(),
+                  resumed_from=str(resume_path) if resume_path else None,
+                  data={"dataset": dm.header.dataset, "records": {s: len(dm.records(s)) for s in ("train", "val", "test")},
+                        "train_subset": len(dm.train_positions), "skipped_images": 0})
+    if cfg.trainer.scheme == "supervised" and recipe.name.endswith("/supervised"):
+        record["notes"].append("scheme supervised: the recipe's auxiliary branches were not built")
+    if env_rank_zero():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / "config.yaml")
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        rec.write_record(folder, record)
+    try:
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume_path, weights_only=True)
+        except MisconfigurationException as err:
+            raise ConfigError(f"trainer: {_one_line(err)}") from None
+        tested = "best" if checkpoints.path("best").is_file() else "last"
+        ckpt = checkpoints.path(tested)
+        if not ckpt.is_file():
+            raise ConfigError(f"{folder}: training ended before the first epoch finished; no checkpoint to test "
+                              f"(raise trainer.max_steps or trainer.epochs)")
+        trainer.test(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=True, verbose=False)
+    except BaseException as err:
+        if trainer.is_global_zero and env_rank_zero():
+            record.update(status="failed", error=_one_line(err), finished=rec.now_iso())
+            record["cost"]["wall_time_s"] = watch.seconds
+            rec.write_record(folder, record)
+        raise
+    if trainer.is_global_zero:
+        info = _read_json(ckpt.with_suffix(".json"))
+        if tested == "last":
+            record["notes"].append("no validated epoch improved the headline metric: tested the last checkpoint")
+        record["metrics"] = {"val": info.get("val"), "test": module.results.get("test")}
+        record["checkpoint"] = {"tested": tested, "epoch": info.get("epoch"), "step": info.get("step"),
+                                "file": str(ckpt.with_suffix(".safetensors"))}
+        stats = getattr(module, "train_stats", {"images": 0, "step_time_s": 0.0, "loop_time_s": 0.0})
+        memory, kind = rec.peak_memory(module.device)
+        record["cost"].update(
+            parameters=count_parameters(model), trainable_parameters=count_parameters(model, trainable_only=True),
+            flops_per_image=_flops(model, record["notes"]), train_images=stats["images"],
+            train_images_per_second=stats["images"] / stats["step_time_s"] if stats["step_time_s"] else None,
+            train_loop_images_per_second=stats["images"] / stats["loop_time_s"] if stats["loop_time_s"] else None,
+            peak_memory_bytes=memory, peak_memory_kind=kind, wall_time_s=watch.seconds)
+        record["data"]["skipped_images"] = dm.skipped
+        if dm.skipped:
+            record["data"]["skipped_paths"] = dm.skipped_paths()[:50]
+            record["notes"].append(f"{dm.skipped} unreadable images were skipped (see data.skipped_paths)")
+        record["trainer"] = {"precision": str(trainer.precision), "accelerator": type(trainer.accelerator).__name__,
+                             "world_size": trainer.world_size, "epochs_completed": trainer.current_epoch,
+                             "global_step": trainer.global_step, **getattr(module, "lr_info", {})}
+        record.update(status="done", finished=rec.now_iso())
+        rec.write_record(folder, record)
+    return RunResult(folder, record, trainer.is_global_zero)
+
+
+def _flops(model: Any, notes: list[str]) -> int | None:
+    from lssat.models.lssat import flops_per_image
+
+    try:
+        return flops_per_image(model)
+    except Exception as err:  # counting is best effort; the record says why it is missing
+        notes.append(f"FLOPs not counted: {_one_line(err)}")
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "test", *,
+             batch_size: int | None = None, num_workers: int | None = None, accelerator: str = "auto",
+             progress: bool = True) -> dict[str, Any]:
+    """Metrics of a checkpoint (.safetensors, .ckpt or run folder) on one split.
+
+    `index`: an index file, "synthetic" (the run's synthetic faces, or the default synthetic set of
+    the run's task), or None (the data the run was trained on).
+    """
+    from lssat.models.recipe import Recipe, load_recipe
+
+    _quiet()
+    state, meta = load_weights(checkpoint)
+    if "config" not in meta or "recipe" not in meta:
+        raise InputError(f"{checkpoint}: no lssat run metadata in this checkpoint (was it written by lssat train?)")
+    tree = meta["config"]
+    tree["model"]["pretrained"] = False  # the checkpoint holds the weights; no file or hub needed
+    data = dict(tree["data"])
+    if index == "synthetic":
+        data.update(index=None, data_root=None, synthetic=data.get("synthetic") or {"task": meta["task"]["kind"]})
+    elif index is not None:
+        data.update(index=str(index), data_root=None, synthetic=None)
+    if batch_size is not None:
+        data["batch_size"] = batch_size
+    if num_workers is not None:
+        data["num_workers"] = num_workers
+    tree.update(data=data, output_dir=".")
+    tree["trainer"].update(accelerator=accelerator, progress=progress, limit_test_batches=None)
+    cfg = config_from_dict(tree)
+    dm = RunDataModule(cfg.data, eval_split=split)
+    dm.setup()
+    task = make_task(cfg.task, dm)
+    if task.names != meta["task"]["names"]:
+        raise InputError(f"the data's labels {task.names} differ from the checkpoint's {meta['task']['names']}")
+    recipe = load_recipe(Recipe(), meta["recipe"])
+    model = make_model(cfg, task.num_outputs, recipe, norm=meta.get("norm"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise InputError(f"{checkpoint}: weights do not fit the model ({str(err).splitlines()[0]})") from None
+    module = LSSATModule(model, task)
+    trainer = build_trainer(cfg, None, [], evaluate=True)
+    trainer.test(module, datamodule=dm, verbose=False)
+    result = dict(module.results["test"])
+    result["notes"] = list(result.get("notes", [])) + ([f"{dm.skipped} unreadable images skipped"] if dm.skipped else [])
+    return {"checkpoint": str(checkpoint), "split": split, "run_id": meta.get("run_id"),
+            "epoch": meta.get("epoch"), "step": meta.get("step"), "headline": task.headline,
+            "data": dm.header.dataset, "metrics": result}
