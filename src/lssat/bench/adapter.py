@@ -1,0 +1,161 @@
+"""The benchmark's one point of contact with the training engine (`lssat.engine`).
+
+Everything the benchmark needs to know about the engine's config keys, its entry point and the
+layout of a run folder lives here, so a change in the engine is a change in this file only:
+
+- `axis_fragment` / `recipe_fragment`: where a cell's seed, training fraction and recipe go in the
+  engine's config tree;
+- `train_cell(config, run_dir, resume)`: train one config into one run folder and return its run
+  record (a dict, see `lssat.bench.store` for the fields the benchmark reads);
+- `read_record`, `has_checkpoint`, `metrics_csv`: what a run folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lssat.errors import MissingDependencyError
+
+RECORD_FILE = "run_record.json"
+CELL_CONFIG_FILE = "cell_config.yaml"
+SEED_KEYS = ("trainer.seed",)  # the training seed; data generation keeps its own seed
+FRACTION_KEY = "data.train_fraction"
+
+
+def axis_fragment(seed: int, fraction: float) -> dict[str, Any]:
+    """The config fragment that sets a cell's seed and training fraction."""
+    out: dict[str, Any] = {}
+    for dotted in SEED_KEYS:
+        _put(out, dotted, seed)
+    if fraction != 1.0:
+        _put(out, FRACTION_KEY, fraction)
+    return out
+
+
+def recipe_fragment(name: str) -> dict[str, Any]:
+    """The config fragment that selects a recipe preset by name."""
+    return {"recipe": {"name": name}}
+
+
+def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def engine_folders(run_dir: Path) -> list[Path]:
+    """The engine's run folders inside a cell folder (``<cell>/<run_id>/``), newest last."""
+    found = [p.parent for p in Path(run_dir).glob(f"*/{RECORD_FILE}")]
+    return sorted(found, key=lambda p: (p / RECORD_FILE).stat().st_mtime)
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run record of a cell folder (the engine writes it into ``<cell>/<run_id>/``), or None
+    when there is none or it cannot be parsed (the engine writes records atomically, so an unreadable
+    one is treated as absent and the cell runs again)."""
+    candidates = [Path(run_dir)] + engine_folders(Path(run_dir))[::-1]
+    for folder in candidates:
+        try:
+            data = json.loads((folder / RECORD_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether an interrupted run left a checkpoint the engine can resume from."""
+    return any(Path(run_dir).glob("*/checkpoints/last.ckpt")) or any(Path(run_dir).glob("last.ckpt"))
+
+
+def discard_checkpoints(run_dir: Path) -> None:
+    """Move a cell's checkpoints aside (kept, renamed), so its next attempt starts afresh."""
+    for ckpt_dir in Path(run_dir).glob("*/checkpoints"):
+        n = len(list(ckpt_dir.parent.glob("checkpoints.discarded-*")))
+        ckpt_dir.rename(ckpt_dir.with_name(f"checkpoints.discarded-{n + 1}"))
+
+
+def metrics_csv(run_dir: Path) -> Path | None:
+    """The engine's per-epoch CSV log of a cell (Lightning's CSVLogger: logs/version_N/metrics.csv)."""
+    found = sorted(Path(run_dir).glob("**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def engine_entry():
+    """The engine's `train(RunConfig, resume)`, or a one-line error when this install has none."""
+    try:
+        from lssat.engine.run import train  # noqa: PLC0415 (heavy: torch, lightning)
+    except ImportError as err:
+        raise MissingDependencyError(f"the training engine (lssat.engine.run) cannot be imported: {err}") from None
+    return train
+
+
+def materialize_synthetic(data: dict[str, Any], cache: Path) -> dict[str, Any]:
+    """A data config whose ``synthetic`` source is replaced by an index of the same images on disk.
+
+    The images are rendered once per distinct synthetic setting into ``cache/<hash>/`` (written
+    into a temporary folder, then renamed, so concurrent jobs or an interruption never leave a
+    half dataset); the files hold exactly the rendered images (`write_synthetic`).
+    """
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    syn = dict(data.get("synthetic") or {})
+    size = syn.get("size") or data.get("image_size", 224)
+    key = json.dumps({**syn, "size": size}, sort_keys=True, default=str)
+    folder = Path(cache) / f"{syn.get('task', 'expression')}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    index = folder / "index.jsonl"
+    if not index.is_file():
+        from lssat.data.synthetic.writer import write_synthetic
+
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))
+        try:
+            sizes = {s: int(syn.get(s, d)) for s, d in (("train", 1000), ("val", 200), ("test", 200))}
+            write_synthetic(tmp, syn.get("task", "expression"), sizes, size=int(size), seed=int(syn.get("seed", 0)),
+                            index_path=tmp / "index.jsonl", progress=False, **dict(syn.get("options") or {}))
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another job made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    out = dict(data)
+    out.update(synthetic=None, index=str(index.resolve()), data_root=None)
+    return out
+
+
+def train_cell(config: dict[str, Any], run_dir: Path, resume: bool = False, *,
+               data_cache: Path | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Train one cell's config with the engine into ``run_dir/<run_id>/``; returns its run record.
+
+    data_cache: render ``data.synthetic`` datasets once into this folder and train from the files
+    (see `materialize_synthetic`). threads: torch intra-op threads for this run.
+    The engine writes the record (status done, or failed before re-raising) atomically; an
+    exception escaping here means the run did not finish and the runner records the failure.
+    On DDP ranks other than 0 the record is not written and an empty dict comes back.
+    """
+    import torch
+
+    from lssat.config import config_from_dict
+
+    train = engine_entry()
+    tree = dict(config)
+    tree["output_dir"] = str(run_dir)
+    if data_cache is not None and isinstance(tree.get("data"), dict) and tree["data"].get("synthetic"):
+        tree["data"] = materialize_synthetic(tree["data"], Path(data_cache))
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        result = train(config_from_dict(tree), resume=bool(resume))
+    finally:
+        torch.set_num_threads(previous)
+    return result.record if result.is_global_zero else {}

@@ -1,0 +1,141 @@
+"""Plots of the report (matplotlib, PNG): heatmap, accuracy versus FLOPs, learning curves."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lssat.bench import adapter
+from lssat.bench.results import Results
+from lssat.bench.stats import mean_std, pareto_front
+from lssat.bench.tables import main_slice, seed_values
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(results: Results, chosen: dict[tuple[str, str], str], path: Path) -> Path | None:
+    """Backbones x tasks, colour = the task's primary test metric (mean over seeds)."""
+    frame = main_slice(results)
+    data = pd.DataFrame(index=results.backbones, columns=results.tasks, dtype=float)
+    for (backbone, task), recipe in chosen.items():
+        data.loc[backbone, task] = mean_std(seed_values(frame, f"test/{results.primary[task]}", task=task,
+                                                        backbone=backbone, recipe=recipe))[0]
+    if data.isna().all().all():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(results.tasks), 1.2 + 0.5 * len(results.backbones)))
+    values = data.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(results.tasks)), [f"{t}\n({results.primary[t]})" for t in results.tasks])
+    ax.set_yticks(range(len(results.backbones)), results.backbones)
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    for (i, j), v in np.ndenumerate(values):
+        if not math.isnan(v):
+            light = hi > lo and (v - lo) / (hi - lo) < 0.5
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if light else "black", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("Test headline metric (recipe chosen on validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_flops(results: Results, task: str, path: Path) -> Path | None:
+    """One point per (backbone, recipe): FLOPs per image against the primary test metric,
+    mean over seeds; the Pareto front (fewer FLOPs and better) is drawn and marked."""
+    frame = main_slice(results)
+    metric = results.primary[task]
+    here = frame[frame.task == task]
+    if "cost/flops_per_image" not in here or f"test/{metric}" not in here:
+        return None
+    points = here.groupby(["backbone", "recipe"]).agg(
+        flops=("cost/flops_per_image", "mean"), value=(f"test/{metric}", "mean")).reset_index()
+    points = points.dropna()
+    if points.empty:
+        return None
+    on_front = pareto_front(points.flops.to_numpy(), points.value.to_numpy())
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = dict(zip(results.recipes, "osD^v<>pPX*h"))
+    colours = dict(zip(results.backbones, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4))
+    for _, p in points.iterrows():
+        ax.scatter(p.flops, p.value, marker=markers.get(p.recipe, "o"), color=colours.get(p.backbone, "k"),
+                   s=46, edgecolors="black", linewidths=0.4, zorder=3)
+    front = points[on_front].sort_values("flops")
+    ax.step(front.flops, front.value, where="post", color="crimson", lw=1.2, zorder=2, label="Pareto front")
+    ax.scatter(front.flops, front.value, s=150, facecolors="none", edgecolors="crimson", lw=1.2, zorder=4)
+    for b in results.backbones:
+        ax.scatter([], [], color=colours[b], label=b)
+    for r in results.recipes:
+        ax.scatter([], [], marker=markers.get(r, "o"), color="grey", label=r)
+    if points.flops.max() / max(points.flops.min(), 1) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per image (inference)")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"{task}: {metric} vs FLOPs")
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _curve_columns(log: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
+    val = [c for c in log.columns if "val" in c and c.split("/")[-1].split("_", 1)[-1] == metric
+           or c in (f"val/{metric}", f"val_{metric}")]
+    loss = [c for c in ("train/loss_epoch", "train/loss", "train/loss_step") if c in log.columns]
+    return (val[0] if val else None), (loss[0] if loss else None)
+
+
+def learning_curves(results: Results, chosen: dict[tuple[str, str], str], path: Path) -> Path | None:
+    """Validation headline and training loss per epoch of each task's best cell (engine CSV logs)."""
+    frame = main_slice(results)
+    curves = []
+    for task in results.tasks:
+        metric = results.primary[task]
+        here = frame[frame.task == task]
+        if f"val/{metric}" not in here or here[f"val/{metric}"].isna().all():
+            continue
+        best = here.loc[here[f"val/{metric}"].idxmax()]
+        csv = adapter.metrics_csv(results.bench_dir / str(best.run_dir))
+        if csv is None:
+            continue
+        log = pd.read_csv(csv)
+        val_col, loss_col = _curve_columns(log, metric)
+        if val_col is None and loss_col is None:
+            continue
+        curves.append((task, str(best.label), metric, log, val_col, loss_col))
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (task, label, metric, log, val_col, loss_col) in zip(axes[0], curves):
+        x = "epoch" if "epoch" in log else None
+        if val_col:
+            v = log.dropna(subset=[val_col])
+            ax.plot(v[x] if x else range(len(v)), v[val_col], "o-", color="tab:blue", label=f"val {metric}")
+            ax.set_ylabel(f"val {metric}", color="tab:blue")
+        if loss_col:
+            twin = ax.twinx()
+            t = log.dropna(subset=[loss_col])
+            t = t.groupby(x)[loss_col].mean().reset_index() if x else t
+            twin.plot(t[x] if x else range(len(t)), t[loss_col], "s--", color="tab:orange", label="train loss")
+            twin.set_ylabel("train loss", color="tab:orange")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{task}\n{label}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
