@@ -45,7 +45,8 @@ def sample_indices(total: int, n: int) -> list[int]:
     return [int(i) for i in np.floor(positions + 0.5)]
 
 
-def _open(path: Path):
+def open_video(path: Path):
+    """Open a video with PyAV, or raise DataError naming the file and the problem."""
     import av
 
     if not path.is_file():
@@ -70,7 +71,7 @@ def count_frames(path: str | os.PathLike) -> int:
     import av
 
     path = Path(path)
-    container = _open(path)
+    container = open_video(path)
     try:
         stream = container.streams.video[0]
         if stream.frames and stream.frames > 0:
@@ -90,7 +91,7 @@ def _decode_at(path: Path, wanted: Sequence[int]) -> tuple[list[tuple[int, np.nd
     last = max(want) if want else -1
     out: list[tuple[int, np.ndarray]] = []
     seen = 0
-    container = _open(path)
+    container = open_video(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
