@@ -201,6 +201,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the main process for the single-process rows (default 1)")
+    parser.add_argument("--no-video", dest="video", action="store_false",
+                        help="skip the video preprocessing rows (benchmarks/preprocess.py; needs lssat[faces])")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
@@ -244,6 +246,19 @@ def main() -> None:
         print(f"{name:{width}s}  {value:8.0f}  {value / baseline:9.2f}x  {cpu_text}  {note}".rstrip())
     print(f"(load average {os.getloadavg()[0]:.1f} on {cores} CPUs: wall-clock rates drop when the machine is "
           "shared; CPU ms/image does not)")
+    if args.video:
+        print()
+        _preprocess_benchmark().main(["--widths", "224", "480", "--repeats", "2"])
+
+
+def _preprocess_benchmark():
+    """benchmarks/preprocess.py, loaded as a module: video preprocessing frames per second."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("preprocess_benchmark", Path(__file__).with_name("preprocess.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":
