@@ -24,12 +24,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lssat import presets
 from lssat.data.settings import DataConfig
 from lssat.errors import ConfigError
 
@@ -345,37 +345,30 @@ def coerce_text(text: str, annotation: Any, key: str) -> Any:
 
 def preset_names(group: str = "train") -> list[str]:
     """Names of the presets of one group shipped with lssat."""
-    folder = resources.files("lssat") / "configs" / group
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return presets.preset_names(group)
 
 
 def _read_source(source: str | Path, base: Path | None) -> tuple[dict[str, Any], Path | None, str]:
-    """The mapping of a preset or file, the folder its relative `defaults` resolve against, its name."""
+    """The mapping of a preset or file, the folder its relative `defaults` resolve against, its name.
+
+    Presets of other groups are named `GROUP/NAME` (e.g. `trainer/smoke`); files named relative to
+    `base` (the including file's folder) are found there first.
+    """
     text_source = str(source)
     path = Path(text_source).expanduser()
     if base is not None and not path.is_absolute() and (base / path).is_file():
         path = base / path
-    if path.is_file():
-        text, folder, name = path.read_text(encoding="utf-8"), path.parent, str(path)
-    elif path.suffix in (".yaml", ".yml"):
-        raise ConfigError(f"config file {text_source!r}: not found")
-    else:
-        group, _, preset = text_source.rpartition("/")
-        group = group or "train"
-        resource = resources.files("lssat") / "configs" / group / f"{preset}.yaml"
-        if group not in PRESET_GROUPS or not resource.is_file():
-            known = ", ".join(n if g == "train" else f"{g}/{n}" for g in PRESET_GROUPS for n in preset_names(g))
-            raise ConfigError(f"config {text_source!r}: no such file or preset; presets: {known}")
-        text, folder, name = resource.read_text(encoding="utf-8"), None, f"{group}/{preset}"
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {name}: invalid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {name}: expected a mapping at the top level")
-    return data, folder, name
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        data, name, folder = presets.read_preset_or_file(path, "train", "config")
+        return data, folder, name
+    group, _, preset = text_source.rpartition("/")
+    group = group or "train"
+    text = presets.preset_text(group, preset) if group in PRESET_GROUPS else None
+    if text is None:
+        known = ", ".join(n if g == "train" else f"{g}/{n}" for g in PRESET_GROUPS for n in preset_names(g))
+        raise ConfigError(f"config {text_source!r}: no such file or preset; presets: {known}")
+    name = f"{group}/{preset}"
+    return presets.parse_mapping(text, f"config {name}"), None, name
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

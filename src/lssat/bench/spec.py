@@ -36,12 +36,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lssat import presets
 from lssat.bench import adapter
 from lssat.errors import ConfigError
 from lssat.data.index import TASKS as TASK_KINDS
@@ -162,31 +162,13 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
 def preset_names() -> list[str]:
     """The benchmark presets shipped with lssat."""
-    folder = resources.files("lssat") / "configs" / "bench"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return presets.preset_names("bench")
 
 
 def read_spec_file(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     """The raw mapping of a preset name or a YAML file, and where it came from."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not path.suffix and not path.exists():
-        if text not in preset_names():
-            raise ConfigError(f"benchmark spec {text!r}: no such preset (presets: {', '.join(preset_names())}) "
-                              "and no such file")
-        source = resources.files("lssat") / "configs" / "bench" / f"{text}.yaml"
-        raw, where = source.read_text(), f"preset {text}"
-    else:
-        if not path.is_file():
-            raise ConfigError(f"benchmark spec {text}: file not found")
-        raw, where = path.read_text(), str(path)
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"benchmark spec {where}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"benchmark spec {where}: must be a mapping of {', '.join(SPEC_KEYS)}")
-    return data, where
+    data, name, folder = presets.read_preset_or_file(name_or_path, "bench", "benchmark spec")
+    return data, (name if folder is not None else f"preset {name}")
 
 
 def load_spec(name_or_path: str | Path | Mapping[str, Any] = "default",

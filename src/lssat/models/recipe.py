@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from lssat import presets
 from lssat.errors import ConfigError
 
 IMAGE_KINDS = ("rgb", "ldp", "lbp")
@@ -208,28 +208,12 @@ _ALIASES = {"lambda": "lambda_"}
 
 def preset_names() -> list[str]:
     """Names of the recipe presets shipped with lssat."""
-    folder = resources.files("lssat") / "configs" / "recipes"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return presets.preset_names("recipes")
 
 
 def _read_yaml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"recipe file {str(path)!r}: not found")
-        text, default_name = path.read_text(encoding="utf-8"), path.stem
-    else:
-        resource = resources.files("lssat") / "configs" / "recipes" / f"{name_or_path}.yaml"
-        if not resource.is_file():
-            raise ConfigError(f"recipe {name_or_path!r}: no such preset; presets: {', '.join(preset_names())}")
-        text, default_name = resource.read_text(encoding="utf-8"), str(name_or_path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {name_or_path}: invalid YAML: {str(err).splitlines()[0]}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {name_or_path}: expected a mapping at the top level")
-    return data, default_name
+    data, name, folder = presets.read_preset_or_file(name_or_path, "recipes", "recipe")
+    return data, (Path(name).stem if folder is not None else name)
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
