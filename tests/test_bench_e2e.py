@@ -20,10 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 def _done(bench: Path) -> int:
-    try:
-        return sum(e["status"] == "done" for e in ResultsStore(bench).entries())
-    except Exception:  # the store is replaced atomically; a read never sees half a file, but be safe
-        return 0
+    # The store is replaced atomically, so a read never sees half a file: any error here is real.
+    return sum(e["status"] == "done" for e in ResultsStore(bench).entries())
 
 
 def test_quick_preset_killed_and_resumed(tmp_path, capsys):
@@ -31,14 +29,14 @@ def test_quick_preset_killed_and_resumed(tmp_path, capsys):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lssat.cli", "bench", "quick", "-o", str(bench)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    while _done(bench) < 2 and proc.poll() is None:
-        time.sleep(0.2)
+    while _done(bench) < 1 and proc.poll() is None:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate()[0]
     assert proc.returncode == 130, output[-2000:]
     assert "interrupted" in output and not (bench / "report.md").exists()
     first = {e["cell_id"] for e in ResultsStore(bench).entries() if e["status"] == "done"}
-    assert 2 <= len(first) < 24
+    assert 1 <= len(first) < 24
 
     assert main(["bench", "quick", "-o", str(bench)]) == 0
     err = capsys.readouterr().err
