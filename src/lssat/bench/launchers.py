@@ -30,7 +30,7 @@ import yaml
 
 from lssat.bench import adapter
 from lssat.bench.spec import Cell
-from lssat.bench.store import atomic_write_text
+from lssat.fileio import atomic_write_text
 from lssat.errors import ConfigError, MissingDependencyError
 
 LAUNCHERS = ("local", "subprocess", "slurm")

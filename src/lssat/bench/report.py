@@ -18,7 +18,7 @@ import pandas as pd
 from lssat.bench import fairness_report, plots, questions, tables
 from lssat.bench.html import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown, write_tables
 from lssat.bench.results import Results, load_results
-from lssat.bench.store import atomic_write_text
+from lssat.fileio import atomic_write_text
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 

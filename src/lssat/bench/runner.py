@@ -27,7 +27,8 @@ import yaml
 
 from lssat.bench import adapter, launchers
 from lssat.bench.spec import BenchSpec, Cell
-from lssat.bench.store import ResultsStore, atomic_write_text, make_entry
+from lssat.bench.store import ResultsStore, make_entry
+from lssat.fileio import atomic_write_text
 from lssat.errors import ConfigError
 
 SPEC_FILE = "spec.yaml"

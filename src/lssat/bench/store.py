@@ -26,7 +26,6 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -34,27 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from lssat.errors import DataError
+from lssat.fileio import atomic_write_text
 
 STORE_FILE = "results.jsonl"
 STATUSES = ("done", "failed")
 _PACKAGES = ("lssat", "torch", "timm", "lightning", "torchmetrics", "numpy", "scikit-image")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old or the new content, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def environment() -> dict[str, Any]:

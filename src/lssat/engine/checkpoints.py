@@ -28,15 +28,10 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from lssat.engine.module import LSSATModule, TrainingDiverged
 from lssat.errors import InputError
+from lssat.fileio import atomic_write_text
 from lssat.engine.record import finite_json
 
 NAMES = ("last", "best")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
@@ -136,7 +131,7 @@ class RunCheckpoints(Checkpoint):
                     "headline": module.task.headline, "value": None if val is None else val.get(module.task.headline),
                     "val": val, "best_epoch": self.best_epoch, "best_value": self.best_value}
             save_weights(module.model, self.path(name, ".safetensors"), {**module.metadata, **info})
-            _write_atomic(self.path(name, ".json"), json.dumps(finite_json(info), indent=2))
+            atomic_write_text(self.path(name, ".json"), json.dumps(finite_json(info), indent=2))
         trainer.strategy.barrier("lssat-checkpoint")
 
     def state_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ benchmark runner) sees either the previous record or the new one, never half of 
 from __future__ import annotations
 
 import json
-import os
+import math
 import platform
 import resource
 import sys
@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import math
-
 import torch
+
+from lssat.fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 FILENAME = "run_record.json"
@@ -99,11 +99,8 @@ def finite_json(value: Any) -> Any:
 
 def write_record(folder: str | Path, record: dict[str, Any]) -> Path:
     """Write `run_record.json` atomically (nan and inf -> null); returns its path."""
-    path = Path(folder) / FILENAME
-    tmp = path.with_name(f"{FILENAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(finite_json(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(folder) / FILENAME,
+                             json.dumps(finite_json(record), indent=2, allow_nan=False) + "\n")
 
 
 def read_record(folder: str | Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from lssat.data.index import Index, IndexHeader, Record, write_index
 from lssat.errors import ConfigError, DataError, InputError, LssatError
+from lssat.fileio import atomic_write_text
 from lssat.preprocess.align import check_crop_settings, crop_faces
 from lssat.preprocess.faces import DETECTORS, FaceDetector, make_detector
 from lssat.preprocess.frames import VIDEO_EXTENSIONS, is_video_path, sample_frames
@@ -166,11 +167,7 @@ def jobs_from_folder(root: Path, label: int, split: str = "test", method: str | 
 # ---------------------------------------------------------------- one video
 
 def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def _manifest_path(out: Path, video_id: str) -> Path:
