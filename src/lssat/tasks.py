@@ -199,6 +199,15 @@ class Task(ABC):
         # torch's mean over no samples is nan; an empty batch should leave the weights alone
         return logits.sum() * 0.0 if logits.shape[0] == 0 else None
 
+    def _binary_loss(self, logits: Tensor, target: Tensor, pos_weight: Tensor | None) -> Tensor:
+        """BCE with logits against 0/1 targets smoothed toward 0.5 (deepfake and attribute tasks)."""
+        target = target.to(logits.device, logits.dtype)
+        if (empty := self._empty_loss(logits)) is not None:
+            return empty
+        target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        pos_weight = None if pos_weight is None else pos_weight.to(logits.device, logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+
     def _check_logits(self, logits: Tensor) -> Tensor:
         if logits.ndim != 2 or logits.shape[1] != self.num_outputs:
             raise InputError(f"{self.kind} task: head output must be (B, {self.num_outputs}), "
@@ -238,12 +247,7 @@ class DeepfakeTask(Task):
 
     def loss(self, logits: Tensor, batch: Mapping[str, Any]) -> Tensor:
         logit = self._logit(logits)
-        target = self.target(batch).to(logit.device, logit.dtype)
-        if (empty := self._empty_loss(logit)) is not None:
-            return empty
-        target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-        pos_weight = None if self.pos_weight is None else self.pos_weight.to(logit.device, logit.dtype)
-        return F.binary_cross_entropy_with_logits(logit, target, pos_weight=pos_weight)
+        return self._binary_loss(logit, self.target(batch), self.pos_weight)
 
     def probabilities(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(self._logit(logits).float())
@@ -294,12 +298,7 @@ class AttributesTask(Task):
 
     def loss(self, logits: Tensor, batch: Mapping[str, Any]) -> Tensor:
         logits = self._check_logits(logits)
-        target = self.target(batch).to(logits.device, logits.dtype)
-        if (empty := self._empty_loss(logits)) is not None:
-            return empty
-        target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-        pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits.device, logits.dtype)
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+        return self._binary_loss(logits, self.target(batch), self.pos_weight)
 
     def probabilities(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(self._check_logits(logits).float())
