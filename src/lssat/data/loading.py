@@ -41,7 +41,11 @@ class SkippedImageWarning(UserWarning):
 
 
 class ImageDecodeError(DataError):
-    """An image file is missing or not a readable image."""
+    """An image file is missing or not a readable image; `reason` says why, without the name."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def pil_to_tensor_rgb(image: Image.Image) -> torch.Tensor:
@@ -86,9 +90,11 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
             return pil_to_tensor_rgb(ImageOps.exif_transpose(image))
     except (OSError, RuntimeError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         reason = str(err).splitlines()[-1] if str(err) else type(err).__name__
-        if "decode_jpeg" in reason:  # torchvision prefixes its source location
+        if isinstance(err, UnidentifiedImageError):  # PIL's text names an anonymous BytesIO object
+            reason = "not a recognised image format"
+        elif "decode_jpeg" in reason:  # torchvision prefixes its source location
             reason = reason.rsplit(", ", 1)[-1]
-        raise ImageDecodeError(f"{name}: unreadable image ({reason})") from None
+        raise ImageDecodeError(f"{name}: unreadable image ({reason})", reason) from None
 
 
 def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
@@ -99,9 +105,9 @@ def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: image file not found") from None
     except OSError as err:
-        raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})") from None
+        raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})", str(err.strerror or err)) from None
     if not data:
-        raise ImageDecodeError(f"{path}: image file is empty")
+        raise ImageDecodeError(f"{path}: image file is empty", "empty file")
     return decode_image_bytes(data, str(path))
 
 

@@ -22,25 +22,13 @@ def load_image(spec: str) -> tuple[np.ndarray, str]:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected an image file")
-    from PIL import Image, UnidentifiedImageError
+    from lssat.data.loading import ImageDecodeError, decode_image_file
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb8(img), path.name
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read as an image ({err})") from None
-
-
-def to_rgb8(img) -> np.ndarray:
-    """A PIL image of any mode (grey, RGBA, palette, 16-bit) as RGB uint8 (H, W, 3)."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = arr.max() if arr.size else 0
-        arr = arr / 257.0 if top > 255 else arr  # 16-bit range down to 8 bits
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
-    return np.asarray(img.convert("RGB"))
+        chw = decode_image_file(path)  # grey, RGBA, palette and 16-bit images become RGB uint8
+    except ImageDecodeError as err:
+        raise InputError(f"{path}: cannot read as an image ({err.reason})") from None
+    return np.ascontiguousarray(chw.permute(1, 2, 0).numpy()), path.name
 
 
 def _skimage_image(name: str) -> np.ndarray:
