@@ -8,6 +8,8 @@
 - `validation_step` / `test_step`: the unmasked pass; the task's metrics accumulate over the whole
   split and are computed at the epoch's end on every rank (gathered across ranks), then logged as
   flat scalars ``val/<metric>`` / ``test/<metric>``; the full result is kept in `results[split]`.
+  The test split's per-sample predictions (index, target, score, video_id, subgroups) are kept in
+  `predictions["test"]` (numpy arrays, every rank's samples gathered, sorted by index).
 - `configure_optimizers`: AdamW + per-step warm-up/cosine (`lssat.engine.optim`).
 - Checkpoints carry ``checkpoint["lssat"]`` (plain metadata: config, task, recipe) and the masking
   generator's state, so a resumed run draws the same masks as an uninterrupted one.
@@ -30,6 +32,7 @@ from lssat.engine import optim
 from lssat.engine.schemes import stage_of, step_losses
 from lssat.errors import ConfigError, LssatError
 from lssat.metrics.classification import scalar_metrics
+from lssat.tasks import subgroup_values
 
 LOSS_KEYS = ("task_loss", "recon_loss", "puzzle_loss", "inpaint_loss")
 
@@ -64,6 +67,8 @@ class LSSATModule(L.LightningModule):
         self.mean_loss = nn.ModuleDict({"val": MeanMetric(nan_strategy="ignore"),
                                         "test": MeanMetric(nan_strategy="ignore")})
         self.results: dict[str, dict[str, Any]] = {}
+        self.predictions: dict[str, dict[str, Any]] = {}  # split -> per-sample arrays (test only)
+        self._rows: dict[str, list[dict[str, Any]]] = {"test": []}
         self.result_epoch: dict[str, int] = {}
         self.mask_generator = torch.Generator()
         self.train_images = 0
@@ -184,6 +189,8 @@ class LSSATModule(L.LightningModule):
     def _eval_step(self, split: str, batch: Mapping[str, Any]) -> None:
         logits = self.model(batch["image"])
         self.metrics[split].update(logits, batch)
+        if split in self._rows:
+            self._keep_rows(split, logits, batch)
         if len(batch["image"]):
             self.mean_loss[split].update(self.task.loss(logits.float(), batch).detach(),
                                          weight=len(batch["image"]))
@@ -214,8 +221,53 @@ class LSSATModule(L.LightningModule):
             return
         self._finish("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._rows["test"] = []
+
     def on_test_epoch_end(self) -> None:
         self._finish("test")
+        self.predictions["test"] = self._gather_rows("test")
+
+    # ------------------------------------------------------------------ per-sample predictions
+    def _keep_rows(self, split: str, logits: torch.Tensor, batch: Mapping[str, Any]) -> None:
+        n = len(batch["image"])
+        if not n:
+            return
+        import numpy as np
+
+        start = sum(len(r["index"]) for r in self._rows[split])
+        index = batch.get("index")
+        rows: dict[str, Any] = {
+            "index": np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+            if index is not None else np.arange(start, start + n, dtype=np.int64),
+            "target": self.task.target(batch).cpu().numpy().astype(np.int64),
+            "score": self.task.probabilities(logits.detach()).cpu().numpy().astype(np.float32)}
+        if batch.get("video_id") is not None:
+            rows["video_id"] = np.asarray(["" if v is None else str(v) for v in batch["video_id"]], dtype=str)
+        raw = batch.get("subgroup")
+        keys = list(raw) if isinstance(raw, Mapping) else \
+            list(dict.fromkeys(k for item in raw or [] if isinstance(item, Mapping) for k in item))
+        for key in keys:
+            rows[f"subgroup/{key}"] = np.asarray(["" if v is None else str(v) for v in subgroup_values(batch, key, n)],
+                                                 dtype=str)
+        self._rows[split].append(rows)
+
+    def _gather_rows(self, split: str) -> dict[str, Any]:
+        """This split's per-sample rows from every rank, one array per field, sorted by index."""
+        import numpy as np
+
+        parts = self._rows[split]
+        self._rows[split] = []
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, parts)
+            parts = [rows for rank_parts in gathered for rows in rank_parts or []]
+        if not parts:
+            return {}
+        keys = [k for k in parts[0] if all(k in p for p in parts)]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+        _, first = np.unique(out["index"], return_index=True)  # sorted by index, each sample once
+        return {k: v[first] for k, v in out.items()}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ Fields (all present in every record; values may be null where not measured)::
                      train_loop_images_per_second (with data loading), peak_memory_bytes,
                      peak_memory_kind ("cuda_max_allocated" or "cpu_max_rss"), wall_time_s
     trainer          precision, accelerator, world_size, epochs and global steps reached, lr info
+    predictions      {"test": "predictions/test.npz"}: the per-sample test predictions of the tested
+                     weights, relative to the run folder (`write_predictions`), or null
     versions         python, torch, timm, lightning, torchmetrics, lssat
     seed, resumed_from, started, finished, notes
 
@@ -81,7 +83,7 @@ def new_record(run_id: str, config: dict[str, Any], seed: int) -> dict[str, Any]
         "cost": {"parameters": None, "trainable_parameters": None, "flops_per_image": None, "train_images": None,
                  "train_images_per_second": None, "train_loop_images_per_second": None,
                  "peak_memory_bytes": None, "peak_memory_kind": None, "wall_time_s": None},
-        "trainer": None, "versions": versions(), "seed": seed, "resumed_from": None,
+        "trainer": None, "predictions": None, "versions": versions(), "seed": seed, "resumed_from": None,
         "started": now_iso(), "finished": None, "notes": [],
     }
 
@@ -101,6 +103,37 @@ def write_record(folder: str | Path, record: dict[str, Any]) -> Path:
     """Write `run_record.json` atomically (nan and inf -> null); returns its path."""
     return atomic_write_text(Path(folder) / FILENAME,
                              json.dumps(finite_json(record), indent=2, allow_nan=False) + "\n")
+
+
+PREDICTIONS_DIR = "predictions"
+
+
+def write_predictions(folder: str | Path, split: str, arrays: dict[str, Any]) -> str:
+    """Save one split's per-sample predictions as ``<folder>/predictions/<split>.npz`` (atomically);
+    returns the path relative to `folder`.
+
+    Arrays (one row per sample, sorted by ``index``, the sample's position in the split's record
+    list): ``index``; ``target`` (deepfake 0/1 (N,), expression class id (N,), attributes 0/1 (N, A));
+    ``score`` (deepfake fake probability (N,), expression softmax (N, C), attributes sigmoid (N, A));
+    ``video_id`` (deepfake, "" for none) and ``subgroup/<key>`` (strings, "" for none) when present.
+    Plain numpy arrays: ``numpy.load(path)`` reads them without pickle.
+    """
+    import os
+    import tempfile
+
+    import numpy as np
+
+    target = Path(folder) / PREDICTIONS_DIR / f"{split}.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npz", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return f"{PREDICTIONS_DIR}/{split}.npz"
 
 
 def read_record(folder: str | Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@
     checkpoints/       last.* and best.* (see `lssat.engine.checkpoints`)
     logs/              CSV logs (version_N/metrics.csv), tensorboard/ (TensorBoard events)
     run_record.json    the run record (see `lssat.engine.record`)
+    predictions/       test.npz: per-sample test predictions (`lssat.engine.record.write_predictions`)
 
 Flow: seed, data, task, recipe (adapted to the scheme), model, fit (validation every
 `trainer.val_every` epochs), then test on the test split with the best-on-validation weights
@@ -277,6 +278,8 @@ def train(cfg: RunConfig, resume: bool | str | None = None) -> RunResult:
             train_images_per_second=stats["images"] / stats["step_time_s"] if stats["step_time_s"] else None,
             train_loop_images_per_second=stats["images"] / stats["loop_time_s"] if stats["loop_time_s"] else None,
             peak_memory_bytes=memory, peak_memory_kind=kind, wall_time_s=watch.seconds)
+        if module.predictions.get("test"):
+            record["predictions"] = {"test": rec.write_predictions(folder, "test", module.predictions["test"])}
         record["data"]["skipped_images"] = dm.skipped
         if dm.skipped:
             record["data"]["skipped_paths"] = dm.skipped_paths()[:50]
