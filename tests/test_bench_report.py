@@ -171,7 +171,8 @@ def test_report_files(bench):
                  "plots/heatmap.png", "plots/pareto_deepfake.png", "plots/learning_curves.png"):
         assert (bench / name).is_file(), name
     html = (bench / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5  # heatmap, 3 Pareto plots, learning curves
+    assert html.count("data:image/png;base64,") == 9  # heatmap, 3 Pareto, learning curves, 4 CD diagrams
+    assert (bench / "plots/cd_all.png").is_file() and (bench / "plots/cd_deepfake.png").is_file()
     assert "<b>" in html and "**" not in html
     assert "\\textbf{" in (bench / "tables/main.tex").read_text()
 

@@ -139,3 +139,43 @@ def learning_curves(results: Results, chosen: dict[tuple[str, str], str], path: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def cd_diagram(average: dict[str, float], cd: float, groups: list[list[str]], title: str, path: Path) -> Path | None:
+    """A critical-difference diagram: the average-rank axis (1 = best, at the left), each backbone
+    placed at its average rank, a bar of length CD, and thick bars joining backbones whose average
+    ranks differ by at most CD (not significantly different by the Nemenyi test)."""
+    if len(average) < 2 or math.isnan(cd):
+        return None
+    plt = _pyplot()
+    names = sorted(average, key=average.get)
+    k = len(names)
+    lo, hi = 1, max(k, math.ceil(max(average.values())))
+    half = math.ceil(k / 2)
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.3 * (half + len(groups))))
+    ax.set_xlim(lo - 0.3, hi + 0.3)
+    depth = half * 0.7 + 0.3 * len(groups) + 0.7
+    ax.set_ylim(-depth, 2.2)
+    ax.axis("off")
+    ax.hlines(0, lo, hi, color="black", lw=1)
+    for r in range(lo, hi + 1):
+        ax.vlines(r, 0, 0.18, color="black", lw=1)
+        ax.text(r, 0.3, str(r), ha="center", va="bottom", fontsize=9)
+    ax.hlines(1.3, lo, lo + min(cd, hi - lo), color="crimson", lw=2)
+    ax.text(lo + min(cd, hi - lo) / 2, 1.45, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8, color="crimson")
+    for i, name in enumerate(names):
+        left = i < half
+        level = -(1 + (i if left else k - 1 - i)) * 0.7 - 0.3 * len(groups)
+        x = average[name]
+        end = lo - 0.25 if left else hi + 0.25
+        ax.plot([x, x, end], [0, level, level], color="dimgray", lw=0.8)
+        ax.text(end + (-0.05 if left else 0.05), level, f"{name} ({x:.2f})", ha="right" if left else "left",
+                va="center", fontsize=9)
+    for j, group in enumerate(groups):
+        y = -0.25 - 0.28 * j
+        ax.hlines(y, average[group[0]] - 0.03, average[group[-1]] + 0.03, color="black", lw=3.5)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lssat.bench import fairness_report, plots, questions, tables
+from lssat.bench import fairness_report, plots, questions, tables, verdicts
 from lssat.bench.html import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown, write_tables
 from lssat.bench.results import Results, load_results
 from lssat.fileio import atomic_write_text
@@ -73,9 +73,22 @@ def limits(results: Results, q3: dict[str, Any]) -> list[str]:
         out.append(f"The Friedman test across tasks could not be run: {test.get('reason')}.")
     elif test.get("caveat"):
         out.append(f"Friedman test: {test['caveat']}.")
-    out.append("p-values are not corrected for the number of tests in this report.")
+    out.append("p-values in the Q1–Q3, recipe and fairness sections are raw (uncorrected); the Verdicts "
+               "section calls a claim significant only after Holm's correction over the family it states.")
     out += results.notes
     return out
+
+
+def _question_tests(q1: pd.DataFrame, q2: pd.DataFrame, q3: dict[str, Any]) -> list[tuple[str, float]]:
+    """The research questions' tests, for the Holm family."""
+    tests = [(f"Q1 best vs worst backbone, {r['task']} (Welch)", r.get("welch_p", math.nan))
+             for r in q1.to_dict("records")]
+    tests += [(f"Q2 best vs runner-up backbone, {r['task']} (Welch)", r.get("welch_p", math.nan))
+              for r in q2.to_dict("records") if r.get("tested")]
+    test = (q3 or {}).get("friedman") or {}
+    if test.get("ran"):
+        tests.append(("Q3 backbones rank alike across tasks (Friedman over task means)", test["p"]))
+    return tests
 
 
 def _failed_table(results: Results) -> Table | None:
@@ -123,6 +136,8 @@ def build_blocks(results: Results, plot_dir: Path, pictures: bool = True) -> tup
     q3, q3_info = questions.question_three(evidence, alpha)
 
     blocks += [Heading("Limits of this evidence"), Bullets(limits(results, q3_info))]
+    judged = verdicts.verdicts(results, alpha, _question_tests(q1_rows, q2_rows, q3_info), q3_info)
+    blocks += verdicts.verdict_blocks(results, judged)
     blocks += [Heading("Main results"), tables.main_table(results, chosen)]
     if (p := plots.heatmap(results, chosen, plot_dir / "heatmap.png")) is not None:
         blocks.append(Image(rel / p.name, "Backbones × tasks: test headline metric"))
@@ -133,6 +148,7 @@ def build_blocks(results: Results, plot_dir: Path, pictures: bool = True) -> tup
     if len(q1_rows):
         blocks.append(Table("q1_backbone_spread", "Q1 evidence per task", q1_rows.set_index("task").map(
             lambda v: f"{v:.4g}" if isinstance(v, float) else v), q1_rows))
+    blocks += verdicts.statistics_blocks(results, judged, plot_dir, rel)
     blocks += [Heading("Cost"), tables.cost_table(results)]
     if (rc := tables.recipe_cost_table(results)) is not None:
         blocks.append(rc)
@@ -156,7 +172,10 @@ def build_blocks(results: Results, plot_dir: Path, pictures: bool = True) -> tup
     if env := _environment(results):
         blocks += [Heading("Environment"), Bullets(env)]
     summary = {"chosen": {f"{b}/{t}": r for (b, t), r in chosen.items()}, "q1": q1_rows.to_dict("records"),
-               "q2": q2_rows.to_dict("records"), "q3": q3_info}
+               "q2": q2_rows.to_dict("records"), "q3": q3_info,
+               "verdicts": {"recipes": [{k: r[k] for k in ("recipe", "task", "fraction", "answer", "text")}
+                                        for r in judged["recipes"]], "questions": judged["questions"],
+                            "learned": judged["learned"]}}
     return blocks, summary
 
 

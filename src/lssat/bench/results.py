@@ -1,6 +1,8 @@
 """A benchmark folder's results as one table: one row per done cell, metrics flattened.
 
 Columns: the axes (backbone, task, task_kind, recipe, seed, fraction), cell_id, label, run_dir,
+``predictions`` (the per-sample test scores' file relative to the benchmark folder, or None),
+``chance`` (the best constant prediction's headline value when the record tells it, else nan),
 ``val/<metric>`` and ``test/<metric>`` (every numeric scalar of the run record's metrics) and
 ``cost/<key>``. Failed cells, cells of the spec with no entry, and entries of cells no longer in
 the spec are counted (never dropped silently) for the report's "limits" section.
@@ -90,9 +92,34 @@ def entry_row(entry: dict[str, Any]) -> dict[str, Any]:
     row.update(_numbers("test", metrics.get("test")))
     cost = {COST_ALIASES.get(k, k): v for k, v in (record.get("cost") or {}).items()}
     row.update(_numbers("cost", cost))
+    row["predictions"] = predictions_path(entry)
+    row["chance"] = _chance(entry.get("axes") or {}, metrics.get("test"))
     row["synthetic"] = bool(((record.get("config") or {}).get("data") or {}).get("synthetic")) or \
         (record.get("data") or {}).get("dataset") == "synthetic"
     return row
+
+
+def predictions_path(entry: dict[str, Any]) -> str | None:
+    """The cell's per-sample test predictions, relative to the benchmark folder (None when the record
+    names none): ``<run_dir>/<run_id>/<record.predictions.test>`` (the engine's run folder in the cell's)."""
+    record = entry.get("record") or {}
+    rel = (record.get("predictions") or {}).get("test")
+    if not rel or not entry.get("run_dir"):
+        return None
+    return str(Path(str(entry["run_dir"])) / str(record.get("run_id") or "") / rel)
+
+
+def _chance(axes: dict[str, Any], test: Any) -> float:
+    """The best constant prediction's headline value when the record tells it without per-sample
+    scores: 0.5 for a deepfake AUC, the majority class share for expression (from the confusion matrix)."""
+    kind = axes.get("task_kind")
+    if kind == "deepfake":
+        return 0.5
+    matrix = (test or {}).get("confusion_matrix") if isinstance(test, dict) else None
+    if kind == "expression" and isinstance(matrix, list) and matrix:
+        support = [sum(row) for row in matrix]
+        return max(support) / sum(support) if sum(support) else math.nan
+    return math.nan
 
 
 def load_results(bench_dir: Path | str) -> Results:
@@ -130,7 +157,7 @@ def load_results(bench_dir: Path | str) -> Results:
         results.env = dict(max(done, key=lambda e: str(e.get("updated", ""))).get("env") or {})
     frame = pd.DataFrame(rows)
     if not len(frame):
-        frame = pd.DataFrame(columns=AXES + ["cell_id", "label", "run_dir", "synthetic"])
+        frame = pd.DataFrame(columns=AXES + ["cell_id", "label", "run_dir", "predictions", "chance", "synthetic"])
     results.frame = frame
     for task in results.tasks:
         kind = results.task_kind(task)
