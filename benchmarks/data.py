@@ -9,7 +9,10 @@ an index in a temporary folder, then measures, in this one run:
 - the training transforms alone (default settings, and SSAT's RandAugment m9 + erasing 0.25);
 - the DataModule delivering 224x224 training batches with 0 and 2 worker processes, steady state
   (persistent workers, after a warm-up epoch) and the first epoch including worker start-up, with
-  the CPU time per image summed over the main and worker processes.
+  the CPU time per image summed over the main and worker processes;
+- the in-memory path (``data.in_memory``) against the per-item path, both with 0 workers, on JPEGs
+  stored at 32x32 and 64x64 (the benchmark grid's sizes): training batches with the default
+  augmentation and validation passes, steady state, with the ratio memory / per-item.
 
 Ratios are against the single-process decode + augment loop measured in the same run. On a shared
 machine the wall-clock rates fall with the load; the CPU time per image and the capacity derived
@@ -17,6 +20,7 @@ from it (cores x 1000 / CPU ms) do not.
 
     python benchmarks/data.py                 # 500 images, batch 64
     python benchmarks/data.py --n 1000 --workers 0 2 4
+    python benchmarks/data.py --only-memory    # just the in-memory rows (32 and 64 px)
 """
 
 from __future__ import annotations
@@ -166,6 +170,52 @@ def _run_epochs(dm, size: int, epochs: int) -> tuple[float, float, float | None]
     return (rate(total, seconds) if seconds else first), first, cpu
 
 
+def bench_in_memory(n: int, size: int, batch_size: int, epochs: int) -> dict[str, tuple[float, float, float]]:
+    """Per-item vs in-memory DataModule at `size` (JPEGs stored at that size, 0 workers, 1 thread):
+    {"train" | "val": (per-item images/s, in-memory images/s, ratio)}, steady state (after epoch 1)."""
+    from lssat.data.datamodule import FaceDataModule
+
+    out: dict[str, tuple[float, float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="lssat-bench-memory-") as tmp:
+        index = make_jpegs(Path(tmp), n, size)
+        rates: dict[str, list[float]] = {"train": [], "val": []}
+        for in_memory in (False, True):
+            dm = FaceDataModule({"index": str(index), "image_size": size, "batch_size": batch_size,
+                                 "num_workers": 0, "in_memory": in_memory})
+            dm.setup()
+            assert dm.in_memory("train") is in_memory
+            rates["train"].append(_run_epochs(dm, size, epochs)[0])
+            rates["val"].append(_eval_rate(dm, epochs))
+        for split, (per_item, memory) in rates.items():
+            out[split] = (per_item, memory, memory / per_item)
+    return out
+
+
+def _eval_rate(dm, epochs: int) -> float:
+    """Steady-state images/s of evaluation passes over the train records (as a val split would be)."""
+    from lssat.data.sampling import FixedSampler
+
+    loader = dm._loader("train", FixedSampler(range(len(dm.records("train")))))
+    if dm.in_memory("train"):  # an eval-mode in-memory dataset over the same records
+        from lssat.data.memory import MemoryBatches
+
+        memory = MemoryBatches(dm.dataset("train"), range(len(dm.records("train"))), dm.config.image_size,
+                               eval_crop=dm.config.augment)
+        loader = type(loader)(memory, batch_size=loader.batch_size, sampler=loader.sampler, num_workers=0,
+                              collate_fn=loader.collate_fn)
+    else:
+        from lssat.data.transforms import eval_transform
+
+        dm.dataset("train").transform = eval_transform(dm.config.image_size, dm.config.augment)
+    total, seconds = 0, 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        n = sum(batch["image"].shape[0] for batch in loader)
+        if epoch:
+            total, seconds = total + n, seconds + time.perf_counter() - start
+    return rate(total, seconds)
+
+
 def bench_synthetic(size: int, n: int, batch_size: int) -> dict[str, float] | None:
     """Synthetic faces per second at `size`: rendered in batches (as the DataModule fetches them)
     and one by one; None when `lssat.data.synthetic` is not installed."""
@@ -201,6 +251,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the main process for the single-process rows (default 1)")
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[32, 64],
+                        help="image sizes of the in-memory vs per-item rows (default 32 64; none: skip)")
+    parser.add_argument("--only-memory", action="store_true", help="only the in-memory vs per-item rows")
     parser.add_argument("--no-video", dest="video", action="store_false",
                         help="skip the video preprocessing rows (benchmarks/preprocess.py; needs lssat[faces])")
     args = parser.parse_args()
@@ -208,6 +261,10 @@ def main() -> None:
     warnings.simplefilter("ignore", UserWarning)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.n} JPEGs {args.size}x{args.size}, "
           f"batch {args.batch_size}")
+    if args.memory_sizes:
+        _print_memory_rows(args)
+    if args.only_memory:
+        return
     rows: list[tuple[str, float | None, float | None, str]] = []
     synth = bench_synthetic(112, 256, args.batch_size)
     if synth is None:
@@ -249,6 +306,18 @@ def main() -> None:
     if args.video:
         print()
         _preprocess_benchmark().main(["--widths", "224", "480", "--repeats", "2"])
+
+
+def _print_memory_rows(args: argparse.Namespace) -> None:
+    print(f"in-memory vs per-item DataModule, {args.n} JPEGs stored at the image size, batch {args.batch_size}, "
+          f"0 workers, {args.threads} thread(s), steady state:")
+    print(f"{'what':40s}  per-item img/s  in-memory img/s  speed-up")
+    for size in args.memory_sizes:
+        for split, (per_item, memory, ratio) in bench_in_memory(args.n, size, args.batch_size, args.epochs).items():
+            what = f"{split} {size}x{size}" + (" (default augment)" if split == "train" else " (eval pass)")
+            print(f"{what:40s}  {per_item:14.0f}  {memory:15.0f}  {ratio:7.1f}x")
+    print(f"(load average {os.getloadavg()[0]:.1f})")
+    print()
 
 
 def _preprocess_benchmark():

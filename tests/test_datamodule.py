@@ -298,7 +298,7 @@ def test_strict_mode_raises_naming_the_path(tmp_path):
 
 def test_two_workers_skip_count_and_strict_message(tmp_path):
     index = expression_index(tmp_path, broken=True)
-    dm = make_dm(index, num_workers=2, batch_size=4)
+    dm = make_dm(index, num_workers=2, batch_size=4, in_memory=False)  # the per-item path with workers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedImageWarning)
         loader = dm.train_dataloader()
@@ -307,7 +307,7 @@ def test_two_workers_skip_count_and_strict_message(tmp_path):
     assert sorted(seen["index"]) == list(range(24))  # every readable record once, across both workers
     assert dm.skipped == 2  # flags set inside worker processes are seen here
     (tmp_path / "train/missing.jpg").write_bytes((tmp_path / "train/0_0.jpg").read_bytes())
-    message = strict_error(make_dm(index, num_workers=2, batch_size=4, strict=True))
+    message = strict_error(make_dm(index, num_workers=2, batch_size=4, strict=True, in_memory=False))
     assert message.endswith("truncated.jpg: unreadable image (Image is incomplete or truncated)")
     assert "\n" not in message
 

@@ -24,6 +24,10 @@ Training: train-split records, optionally a seeded, label-stratified `train_frac
 videos at a time), at most `frames_per_video` frames per video per epoch, and optional class
 balancing; geometric then photometric augmentation (`lssat.data.transforms`). Validation and test:
 resize + centre crop, optionally `eval_frames_per_video` evenly spaced frames per video.
+
+With ``in_memory`` (auto: small images that fit a memory budget) a split's images are decoded
+once and batches are cut from memory, training batches augmented at once with per-sample
+parameters (`lssat.data.memory`); the batches follow the same schema and semantics.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from lssat.data.batch_augment import unbatched_options
 from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.data.loading import FaceCollate, FaceDataLoader, FaceDataset, FileImages
+from lssat.data.memory import MemoryBatches, estimate_bytes, passthrough, plan_in_memory
 from lssat.data.sampling import FixedSampler, TrainSampler, cap_frames, fraction_subset, video_groups
 from lssat.data.settings import DataConfig, SyntheticConfig
 from lssat.data.sources import Source, index_source, synthetic_source
@@ -58,6 +64,7 @@ class FaceDataModule(L.LightningDataModule):
         self._records: dict[str, list[Record]] = {}
         self._datasets: dict[str, FaceDataset] = {}
         self._train_positions: np.ndarray | None = None
+        self._memory: dict[str, MemoryBatches] = {}
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str | None = None) -> None:
@@ -91,7 +98,28 @@ class FaceDataModule(L.LightningDataModule):
         self._train_positions = fraction_subset([r.label for r in train], video_groups([r.video_id for r in train]),
                                                 cfg.train_fraction, cfg.seed)
         self._collate = FaceCollate(cfg.image_size, n_attr, keys)
+        render_size = (cfg.synthetic.size or cfg.image_size) if cfg.synthetic is not None else None
+        self._plan_memory(render_size)
 
+    def _plan_memory(self, render_size: int | None) -> None:
+        """Build the in-memory datasets of the splits `data.in_memory` puts in memory (decoded lazily)."""
+        cfg = self.config
+        planned = {"train": self.train_sampler().possible_positions(),
+                   "val": self.eval_positions("val"), "test": self.eval_positions("test")}
+
+        def estimate(split: str):
+            return lambda limit: estimate_bytes(self._datasets[split], planned[split], cfg.image_size,
+                                                split == "train", limit, render_size)
+
+        plan = plan_in_memory(cfg.in_memory, cfg.image_size, cfg.in_memory_budget_mb * 2**20, cfg.augment,
+                              {split: estimate(split) for split in SPLITS})
+        tail = cfg.in_memory is True and bool(unbatched_options(cfg.augment))
+        self._memory = {
+            split: MemoryBatches(self._datasets[split], planned[split], cfg.image_size,
+                                 augment=cfg.augment if split == "train" else None, eval_crop=cfg.augment,
+                                 seed=cfg.seed, tail=tail)
+            for split in SPLITS if plan[split]
+        }
     def _require_setup(self) -> None:
         if not self._datasets:
             self.setup()
@@ -123,6 +151,16 @@ class FaceDataModule(L.LightningDataModule):
         self._require_setup()
         return self._datasets[split]
 
+    def in_memory(self, split: str) -> bool:
+        """Whether this split's loader cuts its batches from images held in memory (`data.in_memory`)."""
+        self._require_setup()
+        return split in self._memory
+
+    def memory_batches(self, split: str) -> MemoryBatches | None:
+        """The in-memory dataset of a split (its augmentation RNG state: `state_dict`), or None."""
+        self._require_setup()
+        return self._memory.get(split)
+
     @property
     def train_positions(self) -> np.ndarray:
         """Positions of the training subset (all of the train split unless train_fraction < 1)."""
@@ -146,6 +184,9 @@ class FaceDataModule(L.LightningDataModule):
             lines.append(f"  {split:5s} {len(self._records[split]):7d} records")
         lines.append(f"  training subset: {len(self._train_positions)} records; "
                      f"{len(self.train_sampler())} per epoch")
+        if self._memory:
+            held = sum(m.nbytes for m in self._memory.values()) / 2**20
+            lines.append(f"  in memory: {', '.join(self._memory)} ({held:.1f} MiB decoded so far)")
         if self.skipped:
             lines.append(f"  skipped images: {self.skipped}")
         return "\n".join(lines)
@@ -170,6 +211,12 @@ class FaceDataModule(L.LightningDataModule):
                           k, "even")
 
     def _loader(self, split: str, sampler: Sampler[int], drop_last: bool = False) -> DataLoader:
+        if split in self._memory:  # batches cut from memory, in this process
+            return FaceDataLoader(
+                self._memory[split], batch_size=self.config.batch_size, sampler=sampler, num_workers=0,
+                collate_fn=passthrough, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                generator=torch.Generator().manual_seed(self.config.seed),
+            )
         workers = self.config.workers
         return FaceDataLoader(
             self._datasets[split], batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,

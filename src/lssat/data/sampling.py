@@ -106,6 +106,10 @@ class TrainSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def possible_positions(self) -> np.ndarray:
+        """Every position some epoch can draw (the fixed candidates, or all of them with a random cap)."""
+        return self._fixed if self._fixed is not None else self.candidates
+
     def _epoch_candidates(self, rng: np.random.Generator | None) -> np.ndarray:
         if self.frames_per_video is None:
             return self.candidates

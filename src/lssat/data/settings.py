@@ -77,6 +77,12 @@ class DataConfig:
 
     Exactly one source: `index` (path of an index file, with an optional `data_root` override) or
     `synthetic`. `num_workers` None means min(2, CPU count).
+
+    `in_memory`: "auto" (default), true or false; decode each split's images once and cut batches
+    from memory, augmenting whole training batches at once (`lssat.data.memory`). "auto" turns it
+    on when image_size <= 128 and the decoded images of all splits fit in `in_memory_budget_mb`
+    MiB, except for the train split when RandAugment or random erasing is on (no batched form).
+    The in-memory loaders run in the main process (num_workers does not apply to them).
     """
 
     index: str | None = None
@@ -93,6 +99,8 @@ class DataConfig:
     strict: bool = False
     drop_last: bool = False
     seed: int = 0
+    in_memory: bool | str = "auto"
+    in_memory_budget_mb: int = 1024
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -124,6 +132,9 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be true or false, got {getattr(self, name)!r}")
         if not _is_int(self.seed):
             raise ConfigError(f"data.seed must be an integer, got {self.seed!r}")
+        if not (isinstance(self.in_memory, bool) or self.in_memory == "auto"):
+            raise ConfigError(f"data.in_memory must be auto, true or false, got {self.in_memory!r}")
+        _positive_int(self.in_memory_budget_mb, "data.in_memory_budget_mb")
         if not isinstance(self.augment, AugmentConfig):
             raise ConfigError(f"data.augment must be a mapping of augmentation settings, got {self.augment!r}")
 
