@@ -285,3 +285,45 @@ def test_bad_settings_are_config_errors():
         generate("deepfake", 2, methods=["FaceShifter"])
     with pytest.raises(ConfigError, match="split"):
         SyntheticFaces("expression", split="dev")
+
+
+# ---------------------------------------------------------------- difficulty
+@pytest.mark.parametrize("task", TASKS)
+def test_difficulty_changes_pixels_not_labels(task):
+    """The same seed gives the same people and labels at every difficulty; only the pixels change."""
+    got = {d: generate(task, 16, size=32, seed=5, split="val", difficulty=d) for d in ("easy", "default", "hard")}
+    def labels(g):
+        return [(r.path, r.label, r.attributes, r.method, r.video_id, r.subgroup) for r in g.records]
+
+    assert labels(got["easy"]) == labels(got["default"]) == labels(got["hard"])
+    assert not np.array_equal(got["easy"].images, got["hard"].images)
+
+
+def test_difficulty_knobs_scale_the_nuisance():
+    from lssat.data.synthetic.difficulty import resolve_difficulty
+    from lssat.data.synthetic.faces import N_UNIFORMS, draw_uniforms, sample_faces
+
+    u = draw_uniforms([(0, i) for i in range(200)], N_UNIFORMS)
+    dark = np.zeros(200, bool)
+    hard = sample_faces(u, dark, difficulty="hard")
+    calm = sample_faces(u, dark, difficulty={"preset": "hard", "pose": 0.0, "noise": 0.5, "zoom": 1.2,
+                                             "intensity_min": 0.9})
+    assert np.abs(calm["yaw"]).max() == 0 and np.abs(hard["yaw"]).max() > 0.3
+    np.testing.assert_allclose(calm["noise"], hard["noise"] * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(calm["scale"], 1.05 * 1.2, rtol=1e-6)
+    shown = calm["expression"] != 0
+    assert calm["intensity"][shown].min() >= 0.9 - 1e-6
+    assert resolve_difficulty({"pose": 0.5}).expression == resolve_difficulty("default").expression
+
+
+@pytest.mark.parametrize("bad", ["medium", {"pose": -1}, {"posture": 1}, {"noise": "x"}, 3])
+def test_bad_difficulty_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="difficulty"):
+        generate("expression", 2, size=32, difficulty=bad)
+
+
+def test_index_header_records_the_difficulty(tmp_path):
+    result = write_synthetic(tmp_path, "expression", {"train": 2, "val": 0, "test": 0}, size=32,
+                             difficulty="easy", progress=False)
+    assert result.header.info["difficulty"] == "easy"
+    assert result.header.info["difficulty_knobs"]["pose"] == pytest.approx(0.15)

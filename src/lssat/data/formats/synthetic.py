@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subgroup-imbalance", type=float, default=0.25, metavar="FRACTION",
                         help="fraction of faces in the 'dark' skin-tone subgroup (default 0.25; "
                              "0.5 is balanced)")
+    parser.add_argument("--difficulty", choices=("easy", "default", "hard"), default="default",
+                        help="how clearly the labels show and how much nuisance surrounds them "
+                             "(default: calibrated for tiny models at 32 px; hard: the first release's "
+                             "faces); see docs/synthetic.md")
     parser.add_argument("--clip-len", type=int, default=8, help="deepfake frames per clip (default 8)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                         help="deepfake methods to use in turn (default: Deepfakes Face2Face FaceSwap "
@@ -66,6 +70,7 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
                            seed=getattr(options, "seed", 0),
                            dark_fraction=getattr(options, "subgroup_imbalance", 0.25),
                            clip_len=getattr(options, "clip_len", 8),
+                           difficulty=getattr(options, "difficulty", "default"),
                            methods=getattr(options, "methods", None) or METHODS,
                            videos=getattr(options, "videos", False),
                            video_records=getattr(options, "video_index", False),

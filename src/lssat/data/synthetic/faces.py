@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lssat.data.synthetic.difficulty import Difficulty, resolve_difficulty
+
 F32 = np.float32
 Params = dict[str, np.ndarray]
 
@@ -101,15 +103,18 @@ def _force(value: np.ndarray, forced: np.ndarray | None, name: str) -> np.ndarra
 
 
 def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None = None,
-                 attributes: np.ndarray | None = None, intensity: np.ndarray | None = None) -> Params:
+                 attributes: np.ndarray | None = None, intensity: np.ndarray | None = None,
+                 difficulty: Difficulty | str | None = None) -> Params:
     """Faces from uniforms `u` (B, N_UNIFORMS).
 
     `dark`: (B,) bool, the skin-tone group. `expression`: (B,) class ids to render (default: the
     Smiling attribute gives Happy, otherwise a mixture that is half neutral). `attributes`: (B, 10)
     values that force attributes (1 or 0; -1 draws as usual), in `ATTRIBUTE_NAMES` order; attributes
     drawn after a forced one follow their correlations with it. `intensity`: (B,) expression
-    intensity in 0..1 instead of a draw in [0.35, 1] (Neutral always has 0).
+    intensity in 0..1 instead of a draw in [intensity_min, 1] (Neutral always has 0). `difficulty`: a
+    `Difficulty` or preset name (default "default"); it scales what is drawn, never what is consumed.
     """
+    k = resolve_difficulty(difficulty)
     d = Draws(u)
     b = len(u)
     p: Params = {}
@@ -143,7 +148,7 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
         expression = np.where(smiling, 1, np.where(mix == 1, nonhappy, mix))
     expression = np.asarray(expression, np.int64)
     smiling = expression == 1
-    drawn = d.uniform(0.35, 1.0)
+    drawn = d.uniform(float(k.intensity_min), 1.0)
     intensity = drawn if intensity is None else np.asarray(intensity, F32)
     intensity = np.where(expression == 0, 0.0, intensity).astype(F32)
     p["expression"], p["intensity"] = expression, intensity
@@ -187,6 +192,8 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
     skin = _lerp_palette(_SKIN_PALETTE, tone)
     grey = skin.mean(1, keepdims=True)
     pale_skin = 0.45 * skin + 0.35 * _PALE + 0.2 * grey
+    if k.attributes != 1:
+        pale_skin = np.clip(skin + k.attributes * (pale_skin - skin), 0, 255)
     skin = np.where(pale[:, None], pale_skin, skin) * d.uniform(0.95, 1.05, 3)
     p["skin"] = skin.astype(F32)
     p["lip"] = (p["skin"] * np.array([0.82, 0.58, 0.58], F32) * d.uniform(0.9, 1.05, 3)).astype(F32)
@@ -208,7 +215,8 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
     p["frame_color"] = np.where(d.bern(0.6)[:, None], d.uniform(10, 60, 3), d.uniform(60, 220, 3)).astype(F32)
 
     # expression geometry: the face's own neutral plus intensity x the class prototype
-    proto = EXPRESSION_PROTOTYPES[expression] * intensity[:, None]
+    proto = _shrink(EXPRESSION_PROTOTYPES[expression] * intensity[:, None], 0.0, k.expression)
+    proto[:, EXPRESSION_KEYS.index("teeth")] = np.minimum(proto[:, EXPRESSION_KEYS.index("teeth")], 1.0)
     neutral = {"brow_raise": d.uniform(-0.01, 0.01), "brow_inner": d.uniform(-0.012, 0.012),
                "eye_open": d.uniform(-0.1, 0.1), "mouth_curve": d.uniform(-0.012, 0.012),
                "mouth_open": np.zeros(b, F32), "mouth_width": d.uniform(-0.05, 0.05),
@@ -221,11 +229,11 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
     p["lip_press"] += 1.0
 
     # pose
-    p["cx"] = d.uniform(-0.05, 0.05)
-    p["cy"] = d.uniform(0.0, 0.08)
-    p["scale"] = d.uniform(0.98, 1.12)
-    p["roll"] = d.uniform(-0.15, 0.15)
-    p["yaw"] = d.uniform(-0.6, 0.6)
+    p["cx"] = _shrink(d.uniform(-0.05, 0.05), 0.0, k.pose)
+    p["cy"] = _shrink(d.uniform(0.0, 0.08), 0.04, k.pose)
+    p["scale"] = _shrink(d.uniform(0.98, 1.12), 1.05, k.pose) * F32(k.zoom)
+    p["roll"] = _shrink(d.uniform(-0.15, 0.15), 0.0, k.pose)
+    p["yaw"] = _shrink(d.uniform(-0.6, 0.6), 0.0, k.pose)
 
     # lighting: ambient share and a light direction towards the viewer
     p["ambient"] = d.uniform(0.45, 0.75)
@@ -235,18 +243,31 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
 
     # background: a blocky layout of coloured cells blended with a smooth gradient
     base = d.uniform(30, 220, 3)
-    p["bg_cells"] = np.clip(base[:, None, :] + d.uniform(-70, 70, 48).reshape(b, 16, 3), 0, 255)
+    p["bg_cells"] = np.clip(base[:, None, :] + _shrink(d.uniform(-70, 70, 48), 0.0, k.clutter).reshape(b, 16, 3),
+                            0, 255)
     p["bg_cuts"] = np.sort(d.uniform(0.05, 0.95, 6).reshape(b, 2, 3), axis=2)
-    p["bg_grad"] = np.stack([d.uniform(20, 235, 3), d.uniform(20, 235, 3)], 1)
+    grad = np.stack([d.uniform(20, 235, 3), d.uniform(20, 235, 3)], 1)
+    if k.clutter != 1:  # the gradient's two ends drawn towards their mean colour
+        mid = grad.mean(1, keepdims=True)
+        grad = np.clip(mid + (grad - mid) * F32(k.clutter), 0, 255).astype(F32)
+    p["bg_grad"] = grad
     p["bg_angle"] = d.uniform(0, 6.283)
     p["bg_mix"] = d.uniform(0.25, 0.85)
 
     # camera: white balance, exposure, sensor noise, JPEG quality
     p["wb"] = d.uniform(0.93, 1.07, 3) * d.uniform(0.85, 1.12)[:, None]
-    p["noise"] = d.uniform(1.5, 7.0)
-    p["jpeg_quality"] = np.round(d.uniform(55, 95)).astype(np.int64)
+    p["noise"] = _shrink(d.uniform(1.5, 7.0), 0.0, k.noise)
+    p["jpeg_quality"] = np.round(d.uniform(float(k.jpeg_min), 95)).astype(np.int64)
+    p["manipulation"] = np.full(b, k.manipulation, F32)
     p["motion"] = d.uniform(0, 1, 12)  # per-clip motion for video frames (see video.py)
     return p
+
+
+def _shrink(x: np.ndarray, centre: float, gain: float) -> np.ndarray:
+    """`x` pulled towards `centre` by `gain` (1: unchanged, bit for bit)."""
+    if gain == 1:
+        return x
+    return (F32(centre) + (x - F32(centre)) * F32(gain)).astype(F32)
 
 
 def take(p: Params, index) -> Params:

@@ -33,6 +33,7 @@ from lssat.data.synthetic import camera
 from lssat.data.synthetic.deepfakes import METHODS, N_MANIP_UNIFORMS, manipulate
 from lssat.data.synthetic.faces import (ATTRIBUTE_NAMES, EXPRESSIONS, N_UNIFORMS, SKIN_GROUPS, Params,
                                         draw_uniforms, sample_faces)
+from lssat.data.synthetic.difficulty import Difficulty, difficulty_name, resolve_difficulty
 from lssat.data.synthetic.render import render
 from lssat.data.synthetic.video import apply_motion
 from lssat.errors import ConfigError
@@ -57,8 +58,10 @@ class SyntheticSpec:
     dark_fraction: float = DEFAULT_DARK_FRACTION
     clip_len: int = DEFAULT_CLIP_LEN
     methods: tuple[str, ...] = METHODS
+    difficulty: Difficulty | str | Any = "default"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "difficulty", resolve_difficulty(self.difficulty))
         if self.task not in TASKS:
             raise ConfigError(f"synthetic: task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.split not in SPLITS:
@@ -93,7 +96,9 @@ def make_header(spec: SyntheticSpec) -> IndexHeader:
     """The index header of a synthetic dataset (root '.': paths are relative to the data root)."""
     classes = {"expression": list(EXPRESSIONS), "deepfake": ["real", "fake"]}.get(spec.task)
     info: dict[str, Any] = {"generator": "lssat.data.synthetic", "version": GENERATOR_VERSION,
-                            "size": spec.size, "seed": spec.seed, "dark_fraction": spec.dark_fraction}
+                            "size": spec.size, "seed": spec.seed, "dark_fraction": spec.dark_fraction,
+                            "difficulty": difficulty_name(spec.difficulty),
+                            "difficulty_knobs": spec.difficulty.to_dict()}
     if spec.task == "deepfake":
         info.update(clip_len=spec.clip_len, methods=list(spec.methods))
     return IndexHeader(dataset="synthetic", task=spec.task, classes=classes,
@@ -132,7 +137,7 @@ def _face_params(spec: SyntheticSpec, index: np.ndarray) -> tuple[Params, np.nda
     labels = None
     if spec.task == "expression":
         labels = np.minimum((u[:, 0] * len(EXPRESSIONS)).astype(np.int64), len(EXPRESSIONS) - 1)
-    p = sample_faces(u[:, 1:], dark, expression=labels)
+    p = sample_faces(u[:, 1:], dark, expression=labels, difficulty=spec.difficulty)
     p["frame"] = np.zeros(len(index), np.int64)
     return p, dark
 
@@ -184,8 +189,8 @@ def _render_clips(spec: SyntheticSpec, index: np.ndarray) -> Generated:
     donor_u = draw_uniforms([_key(spec, g, 1) for g in groups])[inverse]
     manip_u = draw_uniforms([_key(spec, g, 2) for g in groups], N_MANIP_UNIFORMS)[inverse]
     dark = is_dark(spec, lay["group"])
-    p = apply_motion(sample_faces(u, dark), lay["frame"], spec.clip_len)
-    donor = sample_faces(donor_u, dark)
+    p = apply_motion(sample_faces(u, dark, difficulty=spec.difficulty), lay["frame"], spec.clip_len)
+    donor = sample_faces(donor_u, dark, difficulty=spec.difficulty)
     # a fake frame shares the sensor noise of its real source frame
     noise_keys = [_key(spec, g, 3, f) for g, f in zip(lay["group"], lay["frame"])]
     images, data = _finish(spec, p, noise_keys, lay["method"], donor, manip_u)
@@ -238,12 +243,13 @@ def iter_batches(spec: SyntheticSpec, start: int, stop: int,
 
 def generate(task: str, n: int, size: int = 64, seed: int = 0, split: str = "train", *, start: int = 0,
              dark_fraction: float = DEFAULT_DARK_FRACTION, clip_len: int = DEFAULT_CLIP_LEN,
-             methods: Sequence[str] = METHODS, batch_size: int | None = None) -> Generated:
+             methods: Sequence[str] = METHODS, batch_size: int | None = None,
+             difficulty: Difficulty | str | Any = "default") -> Generated:
     """Items start..start+n-1 of a synthetic split: uint8 (n, size, size, 3) images and records."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ConfigError(f"synthetic: number of images must be a non-negative integer, got {n!r}")
     n = int(n)
-    spec = SyntheticSpec(task, size, seed, split, dark_fraction, clip_len, tuple(methods))
+    spec = SyntheticSpec(task, size, seed, split, dark_fraction, clip_len, tuple(methods), difficulty)
     parts = list(iter_batches(spec, start, start + n, batch_size))
     if not parts:
         return render_items(spec, [])

@@ -105,9 +105,11 @@ def paint_body(cv: Canvas, p: Params, o: dict) -> None:
     """Neck and clothes."""
     fu, fw = o["fu"], p["face_w"]
     r = cv.region(fu - fw * 0.45 - 0.02, fu + fw * 0.45 + 0.02, 0.2, 1.5)
-    r.paint(r.span(fu - fw * 0.42, fu + fw * 0.42) * r.span(0.2, 1.5, "v"), p["skin"] * F32(0.8))
+    if r is not None:  # a zoomed-in face can push the neck and clothes out of the frame
+        r.paint(r.span(fu - fw * 0.42, fu + fw * 0.42) * r.span(0.2, 1.5, "v"), p["skin"] * F32(0.8))
     r = cv.region(-1.2, 1.2, 0.75, 1.9)
-    r.paint(r.ellipse(fu * 0.5, 1.3, 1.05, 0.52), p["clothes"])
+    if r is not None:
+        r.paint(r.ellipse(fu * 0.5, 1.3, 1.05, 0.52), p["clothes"])
 
 
 def paint_hair_back(cv: Canvas, p: Params, o: dict) -> None:

@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from lssat.errors import ConfigError
 def write_synthetic(out_dir: str | os.PathLike, task: str, sizes: Mapping[str, int], size: int = 64,
                     seed: int = 0, *, dark_fraction: float = DEFAULT_DARK_FRACTION,
                     clip_len: int = DEFAULT_CLIP_LEN, methods: Sequence[str] = METHODS,
-                    videos: bool = False, video_records: bool = False,
+                    difficulty: Any = "default", videos: bool = False, video_records: bool = False,
                     index_path: str | os.PathLike | None = None, progress: bool = True) -> ImportResult:
     """Write the JPEG files of each split (`sizes`: split -> number of images) under `out_dir`.
 
@@ -45,7 +46,8 @@ def write_synthetic(out_dir: str | os.PathLike, task: str, sizes: Mapping[str, i
         raise ConfigError(f"synthetic: only the deepfake task has videos, not {task!r}")
     videos = videos or video_records
     out_dir = Path(out_dir)
-    specs = [SyntheticSpec(task, size, seed, s, dark_fraction, clip_len, tuple(methods)) for s in SPLITS]
+    specs = [SyntheticSpec(task, size, seed, s, dark_fraction, clip_len, tuple(methods), difficulty)
+             for s in SPLITS]
     header = make_header(specs[0])
     records: list[Record] = []
     made: set[Path] = set()
