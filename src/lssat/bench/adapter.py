@@ -94,6 +94,17 @@ def engine_entry():
     return train
 
 
+def synthetic_folder(data: dict[str, Any], cache: Path) -> Path:
+    """The folder under `cache` that `materialize_synthetic` renders a ``data.synthetic`` setting
+    into: one folder per distinct setting (task, sizes, seed, options, image size)."""
+    import hashlib
+
+    syn = dict(data.get("synthetic") or {})
+    size = syn.get("size") or data.get("image_size", 224)
+    key = json.dumps({**syn, "size": size}, sort_keys=True, default=str)
+    return Path(cache) / f"{syn.get('task', 'expression')}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
 def materialize_synthetic(data: dict[str, Any], cache: Path) -> dict[str, Any]:
     """A data config whose ``synthetic`` source is replaced by an index of the same images on disk.
 
@@ -101,15 +112,13 @@ def materialize_synthetic(data: dict[str, Any], cache: Path) -> dict[str, Any]:
     into a temporary folder, then renamed, so concurrent jobs or an interruption never leave a
     half dataset); the files hold exactly the rendered images (`write_synthetic`).
     """
-    import hashlib
     import os
     import shutil
     import tempfile
 
     syn = dict(data.get("synthetic") or {})
     size = syn.get("size") or data.get("image_size", 224)
-    key = json.dumps({**syn, "size": size}, sort_keys=True, default=str)
-    folder = Path(cache) / f"{syn.get('task', 'expression')}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    folder = synthetic_folder(data, cache)
     index = folder / "index.jsonl"
     if not index.is_file():
         from lssat.data.synthetic.writer import write_synthetic

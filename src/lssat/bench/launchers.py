@@ -4,7 +4,8 @@ Each launcher takes the pending cells and yields one `Outcome` per cell as it fi
 stores it. None of them writes the results store (only the runner does), so a launcher's jobs may
 run anywhere that sees the benchmark folder.
 
-- ``local`` (default): one cell after another in this process (no start-up cost per cell).
+- ``local`` (default): one cell after another in this process (no start-up cost per cell); with
+  ``jobs`` > 1, independent cells on that many persistent CPU worker processes (`lssat.bench.pool`).
 - ``subprocess``: each cell in a fresh Python process (``python -m lssat.bench.cell RUN_DIR``);
   isolates crashes and memory, and is the way to run a cell on several GPUs with the engine's DDP:
   Lightning's DDP launcher re-executes that command once per device.
@@ -109,8 +110,15 @@ def _train_one(cell: Cell, run_dir: Path, train_fn: TrainFn, resume: bool) -> tu
 
 
 def run_local(cells: Sequence[Cell], bench_dir: Path, train_fn: TrainFn | None = None,
-              options: Mapping[str, Any] | None = None) -> Iterator[Outcome]:
-    """Train the cells one after another in this process (`options`: see `runner_options`)."""
+              options: Mapping[str, Any] | None = None, jobs: int = 1) -> Iterator[Outcome]:
+    """Train the cells one after another in this process (`options`: see `runner_options`); with
+    `jobs` > 1 on that many worker processes instead (`lssat.bench.pool.run_pool`; `train_fn` must
+    then be picklable, see `lssat.bench.pool.plan_jobs`)."""
+    if jobs > 1:
+        from lssat.bench.pool import run_pool
+
+        yield from run_pool(cells, bench_dir, train_fn, options, jobs=jobs)
+        return
     if train_fn is None:
         train_fn = functools.partial(adapter.train_cell, **dict(options or {}))
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own deprecation noise

@@ -6,7 +6,9 @@
 2. collects records that finished without reaching the store (a run killed between the engine's
    record and the store update, or Slurm jobs) from the run folders;
 3. trains every cell whose store entry is not "done" (failed and interrupted cells run again;
-   an interrupted cell resumes from its last checkpoint), storing each outcome as it comes;
+   an interrupted cell resumes from its last checkpoint), storing each outcome as it comes (the
+   local launcher trains `jobs` cells at a time on CPU worker processes, see `lssat.bench.pool`;
+   only this process writes the store);
 4. writes the report (optional).
 
 A cell is done only when its run record says so; a failing cell is stored with its error and the
@@ -25,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from lssat.bench import adapter, launchers
+from lssat.bench import adapter, launchers, pool
 from lssat.bench.spec import BenchSpec, Cell
 from lssat.bench.store import ResultsStore, make_entry
 from lssat.fileio import atomic_write_text
@@ -112,11 +114,14 @@ def _headline(record: Mapping[str, Any] | None) -> str:
 def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "local",
                   train_fn: launchers.TrainFn | None = None, retry_failed: bool = True,
                   slurm_options: Mapping[str, Any] | None = None, wait: bool = True,
-                  write_report: bool = True, progress: bool = True) -> BenchResult:
+                  write_report: bool = True, progress: bool = True, jobs: int | str | None = 1) -> BenchResult:
     """Train every cell of `spec` not yet done into `bench_dir`; see the module docstring.
 
     train_fn: the training function for the local launcher (default: the engine, via
-    `lssat.bench.adapter.train_cell`); tests pass fakes.
+    `lssat.bench.adapter.train_cell`); tests pass fakes (picklable, module-level, for jobs > 1).
+    jobs: cells trained at once by the local launcher: 1 (default) in this process, one after
+    another; N > 1 on N CPU worker processes; None the spec's ``runner.jobs`` if it sets one, else 1;
+    "auto" one worker per usable core. Cells that want a GPU or several devices run one at a time.
     """
     from tqdm import tqdm
 
@@ -137,15 +142,23 @@ def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "lo
     pending = [c for c in cells if c.cell_id not in done_before
                and (retry_failed or entries.get(c.cell_id, {}).get("status") != "failed")]
     result.done = len(done_before)
-    if launcher == "local" and train_fn is None and pending:
-        adapter.engine_entry()  # fail in one line now rather than once per cell
     options = launchers.runner_options(bench_dir, spec.runner)
     if launcher == "slurm":
         outcomes = launchers.run_slurm(pending, bench_dir, options, wait=wait, slurm=slurm_options)
     elif launcher == "subprocess":
         outcomes = launchers.run_subprocess(pending, bench_dir, options)
     else:
-        outcomes = launchers.run_local(pending, bench_dir, train_fn, options)
+        requested = spec.runner.get("jobs", 1) if jobs is None else jobs
+        n, note = pool.plan_jobs(pool.check_jobs(requested, "jobs"), pending, train_fn)
+        if note:
+            print(note, file=sys.stderr)
+        if n > 1:  # the workers import the engine themselves (and say so in one line if they cannot)
+            threads = int(options.get("threads") or 1)
+            print(f"lssat bench: {n} worker processes, {threads} torch thread{'s' * (threads > 1)} each",
+                  file=sys.stderr)
+        elif train_fn is None and pending:
+            adapter.engine_entry()  # fail in one line now rather than once per cell
+        outcomes = launchers.run_local(pending, bench_dir, train_fn, options, jobs=n)
 
     bar = tqdm(total=len(cells), initial=len(done_before), desc=f"bench {spec.name}", unit="cell",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -165,8 +178,13 @@ def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "lo
                       file=sys.stderr)
     except KeyboardInterrupt:
         result.interrupted = True
+        outcomes.close()  # stop the workers first; cells they finished but did not report are stored now
+        found = collect_finished(pending, bench_dir, store)
+        result.collected += found
+        result.done += found
         raise
     finally:
+        outcomes.close()  # stops a pool's workers at once when the loop ends early
         bar.close()
         result.seconds = time.perf_counter() - start
         print(result.summary(), file=sys.stderr)

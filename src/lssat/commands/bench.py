@@ -26,12 +26,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                         help="a value for a ${NAME} placeholder of the spec, e.g. --set ffpp_index=/data/ffpp.jsonl")
     parser.add_argument("--launcher", choices=("local", "subprocess", "slurm"), default="local",
-                        help="local: one cell after another in this process (default); subprocess: each cell "
+                        help="local: cells in this process, or on --jobs worker processes (default); "
+                        "subprocess: each cell "
                         "in its own process; slurm: a Slurm job array via submitit (pip install 'lssat[slurm]')")
     parser.add_argument("--devices", help="devices per cell (trainer.devices), e.g. 2 for DDP on 2 GPUs")
     parser.add_argument("--strategy", help="trainer.strategy per cell, e.g. ddp")
     parser.add_argument("--accelerator", help="trainer.accelerator per cell, e.g. gpu")
     parser.add_argument("--threads", type=int, help="torch threads while training (overrides runner.threads)")
+    parser.add_argument("-j", "--jobs", type=_jobs, metavar="N",
+                        help="local launcher: train N cells at once, each on its own CPU worker process with "
+                        "--threads torch threads (default 1); 1 trains them one after another in this process "
+                        "(default: auto, one worker per usable core). Cells that want a GPU or several devices "
+                        "run one at a time; rerunning resumes cells that were running when it stopped")
     parser.add_argument("--slurm", dest="slurm", action="append", default=[], metavar="KEY=VALUE",
                         help="a submitit executor parameter, e.g. --slurm slurm_partition=gpu --slurm "
                         "timeout_min=600 --slurm gpus_per_node=1")
@@ -54,6 +60,18 @@ def _pairs(items: list[str], what: str) -> dict[str, object]:
             raise ConfigError(f"{what} {item!r}: expected NAME=VALUE")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else value
     return out
+
+
+def _jobs(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, got {text!r}")
+    return value
 
 
 def _terminate(signum, frame):  # Slurm and `kill` send SIGTERM: stop like Ctrl-C
@@ -82,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         print("lssat bench: several devices per cell: each cell runs in its own process (--launcher subprocess), "
               "so the engine's DDP can start its processes", file=sys.stderr)
         launcher = "subprocess"
+    jobs = args.jobs if args.jobs is not None else spec.runner.get("jobs") or "auto"
+    if launcher != "local" and args.jobs not in (None, 1):
+        print(f"lssat bench: --jobs applies to the local launcher only; the {launcher} launcher ignores it",
+              file=sys.stderr)
     if args.dry_run:
         entries = ResultsStore(out).load() if (out / "results.jsonl").exists() else {}
         cells = spec.cells()
@@ -94,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     result = run_benchmark(spec, out, launcher=launcher, retry_failed=not args.skip_failed,
                            slurm_options=_pairs(args.slurm, "--slurm"), wait=not args.no_wait,
-                           write_report=not args.no_report)
+                           write_report=not args.no_report, jobs=jobs)
     if result.report is not None:
         print(f"wrote {result.report} and {result.report.with_suffix('.html')}")
     return 0 if not result.failed else 1
