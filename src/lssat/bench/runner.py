@@ -148,7 +148,7 @@ def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "lo
     elif launcher == "subprocess":
         outcomes = launchers.run_subprocess(pending, bench_dir, options)
     else:
-        requested = spec.runner.get("jobs", 1) if jobs is None else jobs
+        requested = (spec.runner.get("jobs") or 1) if jobs is None else jobs
         n, note = pool.plan_jobs(pool.check_jobs(requested, "jobs"), pending, train_fn)
         if note:
             print(note, file=sys.stderr)

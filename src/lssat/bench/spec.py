@@ -48,7 +48,7 @@ from lssat.data.index import TASKS as TASK_KINDS
 
 SPEC_KEYS = ("name", "description", "base", "backbones", "tasks", "recipes", "seeds", "fractions",
              "settings", "report", "runner")
-RUNNER_KEYS = {"threads": None, "materialize_synthetic": True}
+RUNNER_KEYS = {"threads": None, "materialize_synthetic": True, "jobs": None}
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -285,6 +285,10 @@ def _runner(value: Any, where: str) -> dict[str, Any]:
     threads = out["threads"]
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ConfigError(f"{where}: runner.threads must be null or an integer >= 1, got {threads!r}")
+    if out["jobs"] is not None:
+        from lssat.bench.pool import check_jobs
+
+        check_jobs(out["jobs"], f"{where}: runner.jobs")
     if not isinstance(out["materialize_synthetic"], bool):
         raise ConfigError(f"{where}: runner.materialize_synthetic must be true or false, "
                           f"got {out['materialize_synthetic']!r}")

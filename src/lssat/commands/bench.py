@@ -33,6 +33,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--strategy", help="trainer.strategy per cell, e.g. ddp")
     parser.add_argument("--accelerator", help="trainer.accelerator per cell, e.g. gpu")
     parser.add_argument("--threads", type=int, help="torch threads while training (overrides runner.threads)")
+    parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
+                        help="train with these seeds instead of the spec's, e.g. --seeds 3,4,5 -o bench-default-b "
+                             "to check with `lssat report bench-default --reproduce bench-default-b` that the "
+                             "answers survive other seeds")
     parser.add_argument("-j", "--jobs", type=_jobs, metavar="N",
                         help="local launcher: train N cells at once, each on its own CPU worker process with "
                         "--threads torch threads (default 1); 1 trains them one after another in this process "
@@ -62,6 +66,16 @@ def _pairs(items: list[str], what: str) -> dict[str, object]:
     return out
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative integers, got {text!r}")
+    return seeds
+
+
 def _jobs(text: str) -> int | str:
     if text == "auto":
         return text
@@ -89,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             overrides.append(f"trainer.{key}={getattr(args, key)}")
     spec = load_spec(args.spec, settings=_pairs(args.settings, "--set"), overrides=overrides)
+    if args.seeds is not None:
+        spec.seeds = list(args.seeds)
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")

@@ -16,6 +16,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("bench_dir", help="a benchmark folder written by `lssat bench`")
     parser.add_argument("--no-pictures", action="store_true",
                         help="leave out the reconstruction pictures (they load each recipe's best weights)")
+    parser.add_argument("--reproduce", metavar="OTHER_DIR",
+                        help="also check each significant finding of BENCH_DIR against OTHER_DIR (the same grid "
+                             "with other seeds, e.g. `lssat bench --seeds 3,4,5 -o OTHER_DIR`); writes "
+                             "BENCH_DIR/reproduce.md")
     parser.set_defaults(func=run)
     return parser
 
@@ -33,4 +37,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"collected {collected} finished record(s) from the run folders")
     path = write_report(bench_dir, pictures=not args.no_pictures)
     print(f"wrote {path}, {path.with_suffix('.html')}, {bench_dir / 'tables'}/ and {bench_dir / 'plots'}/")
+    if args.reproduce:
+        from lssat.bench.reproduce import reproduce, summary, write_reproduction
+
+        other = Path(args.reproduce)
+        if not (other / "results.jsonl").is_file():
+            raise DataError(f"{other}: no benchmark results to compare with (no results.jsonl)")
+        collect_from_spec(other)
+        out = write_reproduction(bench_dir, other)
+        print(f"{summary(reproduce(bench_dir, other))}; wrote {out}")
     return 0
