@@ -50,7 +50,8 @@ class TaskConfig:
     label_smoothing: float | None = None  # None: the task's default (0.1 expression, 0 otherwise)
     threshold: float = 0.5
     class_weights: str | list[float] | None = None  # expression: "balanced" or one weight per class
-    pos_weight: float | list[float] | None = None  # deepfake: one number; attributes: one per attribute
+    pos_weight: float | list[float] | str | None = None  # deepfake: one number; attributes: one per
+    # attribute; or "balanced" / "sqrt-balanced" (negatives / positives on the training split, or its root)
     subgroups: list[str] | None = None  # fairness attributes (None: the index header's)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,9 @@ class TaskConfig:
             raise ConfigError(f"task.label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"task.threshold must lie in (0, 1), got {self.threshold}")
+        if isinstance(self.pos_weight, str) and self.pos_weight not in ("balanced", "sqrt-balanced"):
+            raise ConfigError(f"task.pos_weight must be 'balanced', 'sqrt-balanced', a number or a list of numbers, "
+                              f"got {self.pos_weight!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "balanced":
             raise ConfigError(f"task.class_weights must be 'balanced' or a list of numbers, got {self.class_weights!r}")
 

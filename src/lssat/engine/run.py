@@ -118,7 +118,30 @@ def make_task(cfg: TaskConfig, dm: FaceDataModule) -> Any:
         options["class_weights"] = weights
     if options.get("pos_weight") is not None and dm.task == "expression":
         raise ConfigError("task.pos_weight applies to deepfake or attributes data, this is 'expression'")
+    if isinstance(options.get("pos_weight"), str):
+        options["pos_weight"] = _balanced_pos_weight(dm, options["pos_weight"])
     return task_from_header(dm.header, **options)
+
+
+def _balanced_pos_weight(dm: FaceDataModule, mode: str) -> float | list[float]:
+    """negatives / positives per output on the training split ("balanced"), or its square root
+    ("sqrt-balanced": half-way on a log scale, so rare positives count more without the flood of
+    false positives that full balancing brings to mean accuracy)."""
+    import numpy as np
+
+    records = dm.records("train")
+    chosen = [records[p] for p in dm.train_positions.tolist()]
+    if dm.task == "attributes":
+        labels = np.array([r.attributes for r in chosen if r.attributes is not None], dtype=float).reshape(
+            -1, len(dm.header.attribute_names or []))
+    else:
+        labels = np.array([r.label for r in chosen if r.label is not None], dtype=float).reshape(-1, 1)
+    labels = np.where(labels < 0, np.nan, labels)
+    pos = np.nansum(labels, axis=0)
+    neg = np.sum(~np.isnan(labels), axis=0) - pos
+    ratio = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    weights = np.sqrt(ratio) if mode == "sqrt-balanced" else ratio
+    return float(weights[0]) if dm.task == "deepfake" else [float(w) for w in weights]
 
 
 def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, Any] | None = None) -> Any:
