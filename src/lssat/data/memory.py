@@ -20,6 +20,7 @@ and counting of unreadable images, the same strict-mode error), into one contigu
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,12 @@ from lssat.errors import DataError
 
 MAX_IMAGE_SIZE = 128  # auto mode: only for image_size up to this
 _CHUNK = 256
+_HEADER_SAMPLE = 64  # train-store estimate: image sizes read from this many file headers
+# Decoded files kept per process, keyed by (path, mtime, size): a benchmark worker trains many cells
+# on the same small datasets, and decoding them again costs a cell more than a second.
+_DECODED: dict[tuple[str, int, int], torch.Tensor] = {}
+_DECODED_LIMIT = int(float(os.environ.get("LSSAT_DECODE_CACHE_MB", "512")) * 2**20)
+_decoded_bytes = 0
 
 
 def passthrough(batch: dict[str, Any]) -> dict[str, Any]:
@@ -178,10 +185,25 @@ class MemoryBatches(Dataset):
 
 
 def _decode_one(ds: FaceDataset, position: int) -> torch.Tensor | DataError:
+    global _decoded_bytes
+    key = None
+    if isinstance(ds.images, FileImages):
+        path = os.path.join(ds.images.root, ds.records[position].path)
+        try:
+            st = os.stat(path)
+            key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key in _DECODED:
+            return _DECODED[key]
     try:
-        return ds.images(ds.records[position], position)
+        image = ds.images(ds.records[position], position)
     except DataError as err:
         return err
+    if key is not None and _decoded_bytes + image.numel() <= _DECODED_LIMIT:
+        _DECODED[key] = image
+        _decoded_bytes += image.numel()
+    return image
 
 
 # ----------------------------------------------------------------------- planning
@@ -192,8 +214,9 @@ def estimate_bytes(dataset: FaceDataset, positions: np.ndarray, image_size: int,
     """Bytes the store of these positions would take; stops counting once past `limit`.
 
     Evaluation stores hold S x S images. A train store holds the decoded images: their sizes are
-    read from the file headers (PIL, no decoding) for an index, or are the render size of the
-    synthetic faces (`render_size`); unreadable files count as nothing (they will be skipped).
+    read from the headers (PIL, no decoding) of up to 64 evenly spread files of an index, or are the
+    render size of the synthetic faces (`render_size`); unreadable files count as nothing (they
+    will be skipped).
     """
     n = len(positions)
     if not train:
@@ -203,6 +226,8 @@ def estimate_bytes(dataset: FaceDataset, positions: np.ndarray, image_size: int,
         size = render_size or image_size
         return 3.0 * size * size * n
     height = width = 0
+    if n > _HEADER_SAMPLE:
+        positions = positions[np.linspace(0, n - 1, _HEADER_SAMPLE).round().astype(int)]
     for count, p in enumerate(positions.tolist(), start=1):
         try:
             with Image.open(images.root / dataset.records[p].path) as im:
