@@ -105,4 +105,6 @@ def build_optimizer(params: Iterable[dict], lr: float, weight_decay: float,
                     betas: tuple[float, float]) -> torch.optim.AdamW:
     """AdamW over the given parameter groups (each group carries its own weight decay)."""
     groups = [g for g in params if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    # foreach: one fused kernel per group instead of one per tensor; torch turns it on by default on
+    # GPUs only, but small models on a CPU spend a tenth of their step in the per-tensor loop
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
