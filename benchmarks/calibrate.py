@@ -3,20 +3,20 @@
 Usage::
 
     python benchmarks/calibrate.py                          # the full table (docs/synthetic.md)
-    python benchmarks/calibrate.py --backbones vit-d1 --epochs 1 --difficulties easy,hard
+    python benchmarks/calibrate.py --backbones vit --steps 50 --difficulties easy,hard
     python benchmarks/calibrate.py --quick                  # smoke run: one backbone, 1 epoch, 64/32/64 images
     python benchmarks/calibrate.py -o runs/calib --out calib.md   # keep the runs (a rerun resumes)
 
 It trains with the real engine through the benchmark runner (`lssat.bench.runner.run_benchmark`):
 the default benchmark spec's ``base`` settings, its task definitions (synthetic data sizes) and its
 backbones, recipe ``supervised``, seed 0, once for each difficulty preset (set through
-``data.synthetic.options.difficulty`` of each task) and each training budget (``trainer.epochs``).
-All the cells of the calibration form one in-memory spec (task labels ``<task>.<difficulty>.e<epochs>``),
+``data.synthetic.options.difficulty`` of each task) and each training budget (``trainer.max_steps``, optimiser steps).
+All the cells of the calibration form one in-memory spec (task labels ``<task>.<difficulty>.s<steps>``),
 so they share one pool of CPU worker processes, one torch thread each (``--jobs``, default: the
 usable cores), longest budgets first.
 
 It prints a Markdown table to stdout (and writes it to ``--out``): one row per task x backbone x
-epochs, one column per difficulty, each cell the task's headline test metric (deepfake video AUC,
+steps, one column per difficulty, each cell the task's headline test metric (deepfake video AUC,
 attributes mean accuracy with the mean balanced accuracy in parentheses, expression accuracy),
 under lines that state the chance / majority baselines, the wall time, the machine and the command.
 The training logs and the runner's progress go to stderr.
@@ -56,13 +56,13 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _epochs(text: str) -> list[int]:
+def _steps(text: str) -> list[int]:
     try:
         values = [int(item) for item in _csv(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--epochs: a comma-separated list of integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--steps: a comma-separated list of integers, got {text!r}") from None
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--epochs: integers >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--steps: integers >= 1, got {text!r}")
     return sorted(set(values))
 
 
@@ -86,9 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", type=_csv, default=None, help="comma-separated task labels of the spec (default: all)")
     p.add_argument("--difficulties", type=_csv, default=list(DIFFICULTIES),
                    help="comma-separated difficulty presets (default: easy,default,hard)")
-    p.add_argument("--epochs", type=_epochs, default=None,
-                   help="comma-separated training budgets in epochs (default: 1 and the spec's own epochs; "
-                        "--quick: 1)")
+    p.add_argument("--steps", type=_steps, default=None,
+                   help="comma-separated training budgets in optimiser steps (default: a quarter of and the "
+                        "spec's own trainer.max_steps; --quick: 2)")
     p.add_argument("--sizes", type=_sizes, default=None, metavar="TRAIN/VAL/TEST",
                    help="override every task's synthetic split sizes (default: the spec's; --quick: 64/32/64)")
     p.add_argument("--jobs", type=int, default=None,
@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_spec(args: argparse.Namespace) -> tuple[BenchSpec, dict[str, tuple[str, str, int]], list[int]]:
-    """The calibration as one in-memory benchmark spec, the task label -> (task, difficulty, epochs)
+    """The calibration as one in-memory benchmark spec, the task label -> (task, difficulty, steps)
     map, and the budgets. The spec's base, tasks and backbones are read now, not copied."""
     source = load_spec(args.spec)
     backbones = args.backbones or (list(source.backbones)[:1] if args.quick else list(source.backbones))
@@ -122,15 +122,15 @@ def build_spec(args: argparse.Namespace) -> tuple[BenchSpec, dict[str, tuple[str
         if missing:
             raise SystemExit(f"calibrate: unknown {kind} {missing[0]!r} in spec {source.name} "
                              f"(known: {', '.join(known)})")
-    spec_epochs = int((source.base.get("trainer") or {}).get("epochs", 1))
-    budgets = args.epochs or ([1] if args.quick else sorted({1, spec_epochs}))
+    spec_steps = int((source.base.get("trainer") or {}).get("max_steps") or 200)
+    budgets = args.steps or ([2] if args.quick else sorted({max(1, spec_steps // 4), spec_steps}))
     sizes = args.sizes or (QUICK_SIZES if args.quick else None)
 
     base = copy.deepcopy(source.base)
     deep_merge(base, {"trainer": {"accelerator": "cpu", "devices": 1}})  # CPU workers, one device each
     entries: dict[str, dict[str, Any]] = {}
     where: dict[str, tuple[str, str, int]] = {}
-    for epochs in sorted(budgets, reverse=True):  # the longest cells first: the pool ends sooner
+    for steps in sorted(budgets, reverse=True):  # the longest cells first: the pool ends sooner
         for task in tasks:
             for difficulty in args.difficulties:
                 entry = copy.deepcopy(source.tasks[task])
@@ -138,14 +138,14 @@ def build_spec(args: argparse.Namespace) -> tuple[BenchSpec, dict[str, tuple[str
                 syn = config.get("data", {}).get("synthetic")
                 if not isinstance(syn, dict):
                     raise SystemExit(f"calibrate: task {task} of spec {source.name} has no data.synthetic")
-                fragment: dict[str, Any] = {"trainer": {"epochs": epochs},
+                fragment: dict[str, Any] = {"trainer": {"max_steps": steps, "warmup_steps": max(1, steps // 10)},
                                             "data": {"synthetic": {"options": {"difficulty": difficulty}}}}
                 if sizes:
                     fragment["data"]["synthetic"].update(dict(zip(SPLITS, sizes)))
                 deep_merge(config, fragment)
-                label = f"{task}.{difficulty}.e{epochs}"
+                label = f"{task}.{difficulty}.s{steps}"
                 entries[label] = entry
-                where[label] = (task, difficulty, epochs)
+                where[label] = (task, difficulty, steps)
     spec = BenchSpec(
         name=f"calibrate-{source.name}",
         description=f"difficulty calibration from spec {source.name}",
@@ -221,21 +221,21 @@ def make_table(spec: BenchSpec, where: dict[str, tuple[str, str, int]], bench_di
     """The Markdown table's lines, read from the cells' run records (run_record.json)."""
     values: dict[tuple[str, str, int, str], str] = {}
     for cell in spec.cells():
-        task, difficulty, epochs = where[cell.task]
+        task, difficulty, steps = where[cell.task]
         entry = spec.tasks[cell.task]
         record = adapter.read_record(launchers.run_dir_of(bench_dir, cell))
-        values[(task, cell.backbone, epochs, difficulty)] = cell_text(record, entry["kind"], headline_of(entry))
+        values[(task, cell.backbone, steps, difficulty)] = cell_text(record, entry["kind"], headline_of(entry))
     tasks = list(dict.fromkeys(t for t, _, _ in where.values()))
     first = {task: next(label for label, w in where.items() if w[0] == task) for task in tasks}
-    lines = ["| task | metric | backbone | epochs | " + " | ".join(difficulties) + " |",
+    lines = ["| task | metric | backbone | steps | " + " | ".join(difficulties) + " |",
              "|---|---|---|---:|" + "---:|" * len(difficulties)]
     for task in tasks:
         entry = spec.tasks[first[task]]
         metric = headline_of(entry) + (" (balanced)" if entry["kind"] == "attributes" else "")
         for backbone in spec.backbones:
-            for epochs in sorted(budgets):
-                cells = [values.get((task, backbone, epochs, d), "n/a") for d in difficulties]
-                lines.append(f"| {task} | {metric} | {backbone} | {epochs} | " + " | ".join(cells) + " |")
+            for steps in sorted(budgets):
+                cells = [values.get((task, backbone, steps, d), "n/a") for d in difficulties]
+                lines.append(f"| {task} | {metric} | {backbone} | {steps} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -19,13 +19,8 @@ from lssat.bench.spec import load_spec
 from lssat.bench.store import ResultsStore
 from lssat.cli import main
 
-SPEC = {
-    "name": "tiny",
-    "backbones": {"a": {"model": {"backbone": "a"}}, "b": {"model": {"backbone": "b"}}},
-    "tasks": {"expression": {"kind": "expression", "config": {"data": {"synthetic": {"task": "expression"}}}}},
-    "recipes": ["supervised", "ssat"],
-    "seeds": [0, 1],
-}  # 8 cells
+from test_bench_runner import SPEC  # 8 cells
+
 BIG = {**SPEC, "seeds": [0, 1, 2]}  # 12 cells
 TESTS = str(Path(__file__).resolve().parent)
 

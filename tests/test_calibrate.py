@@ -21,22 +21,23 @@ def test_full_grid_follows_the_default_spec():
     cal = _calibrate()
     source = load_spec("default")
     spec, where, budgets = cal.build_spec(cal.parse_args([]))
-    assert budgets == sorted({1, int(source.base["trainer"]["epochs"])})
+    steps = int(source.base["trainer"]["max_steps"])
+    assert budgets == sorted({steps // 4, steps})
     assert list(spec.backbones) == list(source.backbones) and list(spec.recipes) == ["supervised"]
     assert spec.seeds == [0]
     cells = spec.cells()
     assert len(cells) == len(source.backbones) * len(source.tasks) * 3 * len(budgets)
     seen = set()
     for cell in cells:
-        task, difficulty, epochs = where[cell.task]
+        task, difficulty, steps = where[cell.task]
         syn = cell.config["data"]["synthetic"]
-        assert syn["options"]["difficulty"] == difficulty and cell.config["trainer"]["epochs"] == epochs
+        assert syn["options"]["difficulty"] == difficulty and cell.config["trainer"]["max_steps"] == steps
         for split in ("train", "val", "test"):  # the spec's sizes, untouched
             assert syn[split] == source.tasks[task]["config"]["data"]["synthetic"][split]
         assert cell.config["trainer"]["accelerator"] == "cpu"
-        seen.add((task, cell.backbone, difficulty, epochs))
+        seen.add((task, cell.backbone, difficulty, steps))
     assert len(seen) == len(cells)
-    chosen, _, _ = cal.build_spec(cal.parse_args(["--backbones", list(source.backbones)[-1], "--epochs", "2",
+    chosen, _, _ = cal.build_spec(cal.parse_args(["--backbones", list(source.backbones)[-1], "--steps", "2",
                                                   "--difficulties", "hard"]))
     assert list(chosen.backbones) == [list(source.backbones)[-1]] and len(chosen.cells()) == len(source.tasks)
 
@@ -51,11 +52,11 @@ def test_quick_run_prints_the_table(tmp_path, capsys):
     assert "Chance / majority baselines:" in text and "1/8" in text and "AUC 0.5" in text
     assert "Command: `python benchmarks/calibrate.py --quick" in text and "usable cores" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert rows[0] == "| task | metric | backbone | epochs | easy | default | hard |"
+    assert rows[0] == "| task | metric | backbone | steps | easy | default | hard |"
     source = load_spec("default")
     backbone = next(iter(source.backbones))
     body = [[c.strip() for c in row.strip("|").split("|")] for row in rows[1:]]
-    assert [(r[0], r[2], r[3]) for r in body] == [(t, backbone, "1") for t in source.tasks]
+    assert [(r[0], r[2], r[3]) for r in body] == [(t, backbone, "2") for t in source.tasks]
     for r in body:
         assert len(r) == 7 and "failed" not in r and "n/a" not in " ".join(r)
         for value in r[4:]:
