@@ -104,6 +104,11 @@ def test_spec_presets_resolve():
     default = load_spec("default")
     assert {"supervised", "ssat", "lssat-ldp", "lssat-lbp", "rrlnrc"} <= set(default.recipes)
     assert {c.task_kind for c in default.cells()} == {"deepfake", "attributes", "expression"}
+    # the default study: three backbone families, at least 3 seeds, a limited-data fraction
+    from lssat.models.backbones import family_of
+
+    families = {family_of(b["model"]["backbone"]).name for b in default.backbones.values()}
+    assert len(families) >= 3 and len(default.seeds) >= 3 and min(default.fractions) < 1
     with pytest.raises(ConfigError, match="ffpp_index"):
         load_spec("paper")  # data roots are settings that must be given
     paper = load_spec("paper", settings={"ffpp_index": "/d/ffpp.jsonl", "celeba_index": "/d/celeba.jsonl",
