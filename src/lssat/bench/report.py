@@ -57,9 +57,9 @@ def limits(results: Results, q3: dict[str, Any]) -> list[str]:
                        f"{2 * noise:.3f} are within sampling noise.")
             break
     if "synthetic" in frame and frame.synthetic.any():
-        out.append("Results come from the **built-in synthetic faces** with tiny models and few epochs: they check "
-                   "that the benchmark works end to end; they are no evidence about FaceForensics++, CelebA or "
-                   "AffectNet, nor about the papers' claims.")
+        out.append("Results come from the **built-in synthetic faces** (cartoon faces whose evidence is planted) "
+                   "with tiny models and short training: what they show holds for these faces at this budget; they "
+                   "are no evidence about FaceForensics++, CelebA or AffectNet, nor about the papers' claims.")
     if results.failed:
         out.append(f"{len(results.failed)} cell(s) **failed** and are left out (listed at the end); "
                    "comparisons involving them are missing.")
