@@ -54,10 +54,10 @@ def _rank_rows(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, 
     entries = list(first["questions"]["q1"])
     q3 = first["questions"]["q3"]
     if q3.get("backbone") and q3["answer"] in ("yes", "no"):
-        entries.append({"task": "all tasks", "answer": "best", "best": q3["backbone"], "tied": []})
-        q1b["all tasks"] = {"answer": "best" if second["questions"]["q3"]["answer"] in ("yes", "no")
-                            else second["questions"]["q3"]["answer"],
-                            "best": second["questions"]["q3"].get("backbone"), "tied": []}
+        entries.append({"task": "all tasks", "answer": "best", "best": q3["backbone"], "tied": q3.get("tied", [])})
+        other = second["questions"]["q3"]
+        q1b["all tasks"] = {"answer": "best" if other["answer"] in ("yes", "no") else other["answer"],
+                            "best": other.get("backbone"), "tied": other.get("tied", [])}
     rows = []
     for a in entries:
         if not str(a.get("answer", "")).startswith("best"):

@@ -159,7 +159,8 @@ def question_verdicts(results: Results, evidence: ev.Evidence, q3_info: dict[str
         else:
             verdict = "not resolved"
             answer = "not resolved"
-        q3 = {"answer": answer, "backbone": top, "text": f"{text} One backbone for all tasks: **{verdict}**."}
+        q3 = {"answer": answer, "backbone": top, "tied": tied,
+              "text": f"{text} One backbone for all tasks: **{verdict}**."}
     return {"q1": q1, "q2": q2, "q3": q3}
 
 
