@@ -165,3 +165,24 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot load checkpoint"):
         load_weights(tmp_path / "junk.ckpt")
+
+
+def test_balanced_weights_come_from_the_training_split():
+    import numpy as np
+
+    from lssat.config import TaskConfig
+    from lssat.data.datamodule import FaceDataModule
+    from lssat.engine.run import make_task
+
+    dm = FaceDataModule({"synthetic": {"task": "attributes", "train": 200, "val": 8, "test": 8}, "image_size": 32})
+    dm.setup("fit")
+    labels = np.array([r.attributes for r in dm.records("train")], dtype=float)
+    ratio = (1 - labels.mean(0)) / labels.mean(0)
+    for mode, expected in (("balanced", ratio), ("sqrt-balanced", np.sqrt(ratio))):
+        task = make_task(TaskConfig(pos_weight=mode), dm)
+        np.testing.assert_allclose(task.pos_weight.numpy(), expected, rtol=1e-5)
+    dm = FaceDataModule({"synthetic": {"task": "expression", "train": 200, "val": 8, "test": 8}, "image_size": 32})
+    dm.setup("fit")
+    counts = np.bincount([r.label for r in dm.records("train")], minlength=8)
+    task = make_task(TaskConfig(class_weights="balanced"), dm)
+    np.testing.assert_allclose(task.class_weights.numpy(), 200 / (8 * counts), rtol=1e-5)

@@ -111,9 +111,8 @@ def make_task(cfg: TaskConfig, dm: FaceDataModule) -> Any:
         weights = cfg.class_weights
         if weights == "balanced":
             counts = [0] * len(dm.classes)
-            records = dm.records("train")
-            for position in dm.train_positions.tolist():
-                counts[records[position].label] += 1
+            for record in _train_records(dm):
+                counts[record.label] += 1
             weights = inverse_frequency_weights(counts).tolist()
         options["class_weights"] = weights
     if options.get("pos_weight") is not None and dm.task == "expression":
@@ -123,14 +122,19 @@ def make_task(cfg: TaskConfig, dm: FaceDataModule) -> Any:
     return task_from_header(dm.header, **options)
 
 
+def _train_records(dm: FaceDataModule) -> list[Any]:
+    """The records the training split actually uses (after the training fraction)."""
+    records = dm.records("train")
+    return [records[p] for p in dm.train_positions.tolist()]
+
+
 def _balanced_pos_weight(dm: FaceDataModule, mode: str) -> float | list[float]:
     """negatives / positives per output on the training split ("balanced"), or its square root
     ("sqrt-balanced": half-way on a log scale, so rare positives count more without the flood of
     false positives that full balancing brings to mean accuracy)."""
     import numpy as np
 
-    records = dm.records("train")
-    chosen = [records[p] for p in dm.train_positions.tolist()]
+    chosen = _train_records(dm)
     if dm.task == "attributes":
         labels = np.array([r.attributes for r in chosen if r.attributes is not None], dtype=float).reshape(
             -1, len(dm.header.attribute_names or []))

@@ -112,18 +112,16 @@ def _strength(p: Params) -> float:
     return 1.0 if k is None or len(k) == 0 else float(k[0])
 
 
-def _low_res(size: int, factor: float, least: int, k: float) -> int:
-    """The size a manipulation re-synthesises at: `factor` of the frame at strength 1, lower (blurrier)
-    at higher strength, never below `least` pixels at strength 1 (a smaller floor when stronger)."""
-    if k == 1:
-        return max(least, round(size * factor))
-    return max(min(least, 8), round(size * factor ** k))
+def _low_res(first: int, size: int, factor: float, k: float) -> int:
+    """The size a manipulation re-synthesises at: `first` (the first release's size, about `factor`
+    of the frame) at strength 1, `factor` ** k of the frame (blurrier) at strength k, at least 8."""
+    return first if k == 1 else max(8, round(size * factor ** k))
 
 
 def deepfakes(frames: np.ndarray, p: Params, donor: Params, u: np.ndarray) -> None:
     size, k = frames.shape[-1], _strength(p)
     src = swap_identity(p, donor)
-    face = expose(render(src, _low_res(size, 0.6, 16, k)), src) * _gain(u[:, 0:3], 0.05 * k)
+    face = expose(render(src, _low_res(max(16, round(size * 0.6)), size, 0.6, k)), src) * _gain(u[:, 0:3], 0.05 * k)
     o, (du, dv) = offsets(p), _wobble(p, u)
     _blend(frames, p, face, "bilinear", o["fu"] + du, F32(0.05) + dv, p["face_w"] * 0.8, p["face_h"] * 0.78,
            np.full(len(u), 0.07, F32))
@@ -136,7 +134,7 @@ def face2face(frames: np.ndarray, p: Params, donor: Params, u: np.ndarray) -> No
     src["mouth_curve"] = p["mouth_curve"] + ((u[:, 4] - 0.5) * 0.06).astype(F32)
     src["mouth_width"] = p["mouth_width"] * (0.9 + 0.2 * u[:, 5]).astype(F32)
     src["teeth"] = np.where(u[:, 6] < 0.5, 1.0, p["teeth"]).astype(F32)
-    face = expose(render(src, max(16, size // 2) if k == 1 else _low_res(size, 0.5, 16, k)), src)
+    face = expose(render(src, _low_res(max(16, size // 2), size, 0.5, k)), src)
     o, (du, dv) = offsets(p), _wobble(p, u)
     _blend(frames, p, face, "nearest", o["mu"] + du, p["mouth_y"] + 0.03 + dv, p["mouth_w"] * 1.9,
            np.full(len(u), 0.16, F32), np.full(len(u), 0.05, F32))
@@ -149,7 +147,7 @@ def faceswap(frames: np.ndarray, p: Params, donor: Params, u: np.ndarray) -> Non
     src["roll"] = p["roll"] + ((u[:, 4] - 0.5) * 0.12).astype(F32)
     src["cx"] = p["cx"] + ((u[:, 5] - 0.5) * 0.03).astype(F32)
     src["cy"] = p["cy"] + ((u[:, 6] - 0.5) * 0.03).astype(F32)
-    face = expose(render(src, _low_res(size, 0.85, 16, k)), src) * _gain(u[:, 0:3], 0.07 * k, 0.02 * k)
+    face = expose(render(src, _low_res(max(16, round(size * 0.85)), size, 0.85, k)), src) * _gain(u[:, 0:3], 0.07 * k, 0.02 * k)
     o, (du, dv) = offsets(p), _wobble(p, u)
     pix = (F32(2.0 / size) / p["scale"]).astype(F32)
     _blend(frames, p, face, "bilinear", o["fu"] + du, F32(0.02) + dv, p["face_w"] * 0.75, p["face_h"] * 0.72,
@@ -161,8 +159,7 @@ def neural_textures(frames: np.ndarray, p: Params, donor: Params, u: np.ndarray)
     src = dict(p)
     src["mouth_open"] = p["mouth_open"] + (u[:, 3] * 0.025).astype(F32)
     src["mouth_curve"] = p["mouth_curve"] + ((u[:, 4] - 0.5) * 0.03).astype(F32)
-    face = expose(render(src, max(20, size // 3) if k == 1 else _low_res(size, 1 / 3, 20, k)), src) \
-        * _gain(u[:, 0:3], 0.02 * k)
+    face = expose(render(src, _low_res(max(20, size // 3), size, 1 / 3, k)), src) * _gain(u[:, 0:3], 0.02 * k)
     o, (du, dv) = offsets(p), _wobble(p, u)
     _blend(frames, p, face, "bilinear", o["mu"] + du, p["mouth_y"] - 0.03 + dv, p["face_w"] * 0.62,
            np.full(len(u), 0.21, F32), np.full(len(u), 0.05, F32))
