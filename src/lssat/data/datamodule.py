@@ -120,6 +120,7 @@ class FaceDataModule(L.LightningDataModule):
                                  seed=cfg.seed, tail=tail)
             for split in SPLITS if plan[split]
         }
+
     def _require_setup(self) -> None:
         if not self._datasets:
             self.setup()
