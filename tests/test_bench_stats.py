@@ -121,6 +121,33 @@ def test_random_scores_are_not_above_chance_and_good_ones_learned(kind, make):
     assert not inf.learned(make(False, seed=3), kind)["learned"]
 
 
+def test_paired_bootstrap_auc_equals_the_resample_by_resample_definition():
+    rng = np.random.default_rng(3)
+    videos, frames = 40, 4
+    target = np.repeat(rng.integers(0, 2, videos), frames)
+    vid = np.repeat(np.arange(videos), frames).astype(str)
+
+    def pred(gain):
+        score = np.round(np.clip(target * gain + rng.random(target.size), 0, 2) / 2, 2)  # ties on purpose
+        return {"index": np.arange(target.size), "target": target, "score": score, "video_id": vid}
+    pairs = [(pred(0.6), pred(0.2)), (pred(0.5), pred(0.4))]
+    res = inf.paired_bootstrap(pairs, "deepfake", resamples=150, seed=7)
+    # the definition: the same stratified draws, one AUC per model per resample via `auc`
+    cells = [inf.units(p, "deepfake") for p in inf.align([p for pair in pairs for p in pair])]
+    label = cells[0]["label"]
+    strata = [np.flatnonzero(label == v) for v in (0, 1)]
+    draw_rng = np.random.default_rng(7)
+    expected = []
+    for _ in range(150):
+        idx = np.concatenate([draw_rng.choice(s, s.size) for s in strata])
+        values = [inf.auc(c["score"][idx], c["label"][idx]) for c in cells]
+        expected.append(np.mean([a - b for a, b in zip(values[::2], values[1::2])]))
+    low, high = np.quantile(expected, [0.025, 0.975])
+    assert res["ci"] == pytest.approx((low, high), abs=1e-12)
+    full = [inf.auc(c["score"], c["label"]) for c in cells]
+    assert res["mean"] == pytest.approx(np.mean([full[0] - full[1], full[2] - full[3]]), abs=1e-12)
+
+
 def test_paired_bootstrap():
     good, bad = _deepfake(True), _deepfake(False, seed=5)
     res = inf.paired_bootstrap([(good, bad)], "deepfake", resamples=300)

@@ -149,3 +149,18 @@ def test_validators_directly():
     validate_record(Record("a.jpg", "val", 2, frame=0, box=[0, 0, 1, 1]), EXPR, "here")
     with pytest.raises(DataError, match="^here: field 'label'"):
         validate_record(Record("a.jpg", "val", None), EXPR, "here")
+
+
+def test_index_source_reparses_a_changed_file_and_hands_out_independent_lists(tmp_path):
+    import os
+
+    from lssat.data.sources import index_source
+
+    path = write_lines(tmp_path / "i.jsonl", good_header(), {"path": "a.jpg", "split": "train", "label": 1})
+    first = index_source(str(path))
+    first.records["train"].clear()  # a caller's list is its own: the cached source is untouched
+    assert [r.path for r in index_source(str(path)).records["train"]] == ["a.jpg"]
+    write_lines(path, good_header(), {"path": "a.jpg", "split": "train", "label": 1},
+                {"path": "b.jpg", "split": "train", "label": 2})
+    os.utime(path, ns=(1, 1))  # a different modification time, whatever the clock's resolution
+    assert [r.path for r in index_source(str(path)).records["train"]] == ["a.jpg", "b.jpg"]

@@ -112,6 +112,31 @@ def test_best_checkpoint_is_chosen_on_validation_and_tested(tmp_path):
         assert again["loss"] == pytest.approx(record["metrics"][split]["loss"], rel=1e-4)
 
 
+def val_by_step(folder: Path, key: str) -> dict[int, float]:
+    """step -> val metric, from the CSV logs."""
+    return {int(row["step"]): float(row[key]) for path in sorted(folder.glob("logs/version_*/metrics.csv"))
+            for row in csv.DictReader(path.open()) if row.get(key)}
+
+
+def test_validation_by_steps_checkpoints_after_each_validation_and_tests_the_best(tmp_path):
+    folder = train(tmp_path, "trainer.max_steps=10", "trainer.val_check_interval=3", "trainer.lr=0.01",
+                   "data.synthetic.train=16", "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
+                   "data.validation_batch_size=16")
+    record = record_of(folder)
+    history = val_by_step(folder, "val/acc")
+    # batches 3, 6, 9 of 10 (Lightning logs a validation at the step count before it: 2, 5, 8)
+    assert sorted(history) == [2, 5, 8]
+    best = max(sorted(history), key=lambda s: (history[s], -s))
+    assert record["checkpoint"]["tested"] == "best" and record["checkpoint"]["step"] == best + 1
+    assert record["metrics"]["val"]["acc"] == pytest.approx(history[best])
+    last = json.loads((folder / "checkpoints" / "last.json").read_text())
+    assert last["step"] == 10  # training ended between validations: `last` is written once more
+    for key in ("macro_f1", "recall/Happy"):  # written to the logs beside the headline, at the same steps
+        assert sorted(val_by_step(folder, f"val/{key}")) == [2, 5, 8]
+    again = evaluate(folder, split="test", progress=False)["metrics"]
+    assert again["acc"] == pytest.approx(record["metrics"]["test"]["acc"])
+
+
 def test_nan_guard_stops_keeps_last_good_checkpoint_and_resume_continues(tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = LSSATModel.training_losses

@@ -128,6 +128,7 @@ class TrainerConfig:
     pretrain_epochs: int | None = None  # pretrain-finetune: epochs of stage 1
     finetune_aux: bool = False  # pretrain-finetune: keep the auxiliary losses in stage 2
     val_every: int = 1  # validate every N epochs
+    val_check_interval: int | None = None  # validate (and checkpoint) every N training steps instead
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     limit_test_batches: int | float | None = None
@@ -138,7 +139,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         for key in ("epochs", "accumulate_grad_batches", "num_nodes", "val_every", "log_every"):
             _at_least(f"trainer.{key}", getattr(self, key), 1)
-        for key, low in (("max_steps", 1), ("warmup_steps", 0), ("pretrain_epochs", 1)):
+        for key, low in (("max_steps", 1), ("warmup_steps", 0), ("pretrain_epochs", 1), ("val_check_interval", 1)):
             if getattr(self, key) is not None:
                 _at_least(f"trainer.{key}", getattr(self, key), low)
         _at_least("trainer.sanity_val_steps", self.sanity_val_steps, 0)
@@ -161,6 +162,9 @@ class TrainerConfig:
                 raise ConfigError(f"trainer.{key} must be a batch count >= 0 or a fraction in [0, 1], got {value}")
         if self.scheme == "pretrain-finetune" and self.pretrain_epochs is None:
             raise ConfigError("trainer.pretrain_epochs is required with scheme pretrain-finetune")
+        if self.val_check_interval is not None and self.scheme == "pretrain-finetune":
+            raise ConfigError("trainer.val_check_interval (validation by steps) does not combine with scheme "
+                              "pretrain-finetune, whose stages are epochs; use trainer.val_every")
         if self.scheme == "pretrain-finetune" and self.max_steps is None:
             if self.pretrain_epochs >= self.epochs:
                 raise ConfigError(f"trainer.pretrain_epochs ({self.pretrain_epochs}) leaves no fine-tuning "

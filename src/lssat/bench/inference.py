@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 1000
+_CHUNK = 100  # resamples evaluated together (memory: cells x chunk x units floats)
 
 
 # ---------------------------------------------------------------- paired seed-level test
@@ -117,6 +118,18 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def _aucs(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`auc` of many score rows at once: scores (cells, resamples, units), labels (resamples, units)
+    with the same number of positives in every resample; returns (cells, resamples)."""
+    from scipy.stats import rankdata
+
+    labels = labels.astype(bool)
+    n1 = int(labels[0].sum())
+    n0 = labels.shape[-1] - n1
+    ranks = rankdata(scores, axis=-1)
+    return ((ranks * labels).sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
 def video_level(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool]:
     """Deepfake per-video scores (mean frame score) and labels (fake if any frame is), as the engine's
     video AUC; frames without a video id are left out. Without any video id: the frames themselves.
@@ -181,9 +194,11 @@ def paired_bootstrap(pairs: Sequence[tuple[dict[str, np.ndarray], dict[str, np.n
         def draw() -> np.ndarray:
             return np.concatenate([rng.choice(s, s.size) for s in strata])
 
-        def stat(idx: np.ndarray) -> float:
-            values = [auc(c["score"][idx], c["label"][idx]) for c in cells]
-            return float(np.mean([a - b for a, b in zip(values[::2], values[1::2])]))
+        scores = np.stack([c["score"] for c in cells])  # (cells, units)
+
+        def stats(idx: np.ndarray) -> np.ndarray:  # idx: (resamples, units) -> one mean gain per resample
+            values = _aucs(scores[:, idx], label[idx])
+            return (values[::2] - values[1::2]).mean(axis=0)
         n_units = label.size
     else:
         diff = np.mean([a["value"] - b["value"] for a, b in zip(cells[::2], cells[1::2])], axis=0)
@@ -194,10 +209,11 @@ def paired_bootstrap(pairs: Sequence[tuple[dict[str, np.ndarray], dict[str, np.n
         def draw() -> np.ndarray:
             return rng.integers(0, n_units, n_units)
 
-        def stat(idx: np.ndarray) -> float:
-            return float(diff[idx].mean())
-    observed = stat(np.arange(n_units))
-    samples = np.array([stat(draw()) for _ in range(resamples)])
+        def stats(idx: np.ndarray) -> np.ndarray:
+            return diff[idx].mean(axis=-1)
+    observed = float(stats(np.arange(n_units)[None])[0])
+    samples = np.concatenate([stats(np.stack([draw() for _ in range(min(_CHUNK, resamples - start))]))
+                              for start in range(0, resamples, _CHUNK)])
     low, high = np.quantile(samples, [(1 - confidence) / 2, (1 + confidence) / 2])
     # two-sided: twice the smaller tail share at 0, floored at 1 / resamples (never a bare 0)
     p = max(min(1.0, 2 * min(float((samples <= 0).mean()), float((samples >= 0).mean()))), 1 / resamples)

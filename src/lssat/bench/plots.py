@@ -95,12 +95,13 @@ def accuracy_vs_flops(results: Results, task: str, path: Path) -> Path | None:
 def _curve_columns(log: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
     val = [c for c in log.columns if "val" in c and c.split("/")[-1].split("_", 1)[-1] == metric
            or c in (f"val/{metric}", f"val_{metric}")]
-    loss = [c for c in ("train/loss_epoch", "train/loss", "train/loss_step") if c in log.columns]
+    loss = [c for c in ("train/loss_step", "train/loss_epoch", "train/loss") if c in log.columns]
     return (val[0] if val else None), (loss[0] if loss else None)
 
 
 def learning_curves(results: Results, chosen: dict[tuple[str, str], str], path: Path) -> Path | None:
-    """Validation headline and training loss per epoch of each task's best cell (engine CSV logs)."""
+    """Validation headline and training loss over the training steps of each task's best cell
+    (engine CSV logs)."""
     frame = main_slice(results)
     curves = []
     for task in results.tasks:
@@ -122,7 +123,7 @@ def learning_curves(results: Results, chosen: dict[tuple[str, str], str], path: 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, (task, label, metric, log, val_col, loss_col) in zip(axes[0], curves):
-        x = "epoch" if "epoch" in log else None
+        x = "step" if "step" in log else "epoch" if "epoch" in log else None
         if val_col:
             v = log.dropna(subset=[val_col])
             ax.plot(v[x] if x else range(len(v)), v[val_col], "o-", color="tab:blue", label=f"val {metric}")
@@ -131,9 +132,9 @@ def learning_curves(results: Results, chosen: dict[tuple[str, str], str], path: 
             twin = ax.twinx()
             t = log.dropna(subset=[loss_col])
             t = t.groupby(x)[loss_col].mean().reset_index() if x else t
-            twin.plot(t[x] if x else range(len(t)), t[loss_col], "s--", color="tab:orange", label="train loss")
+            twin.plot(t[x] if x else range(len(t)), t[loss_col], "--", color="tab:orange", label="train loss")
             twin.set_ylabel("train loss", color="tab:orange")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x or "logged point")
         ax.set_title(f"{task}\n{label}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

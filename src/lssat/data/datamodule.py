@@ -212,15 +212,18 @@ class FaceDataModule(L.LightningDataModule):
                           k, "even")
 
     def _loader(self, split: str, sampler: Sampler[int], drop_last: bool = False) -> DataLoader:
+        batch_size = self.config.batch_size
+        if split != "train" and self.config.validation_batch_size is not None:
+            batch_size = self.config.validation_batch_size
         if split in self._memory:  # batches cut from memory, in this process
             return FaceDataLoader(
-                self._memory[split], batch_size=self.config.batch_size, sampler=sampler, num_workers=0,
+                self._memory[split], batch_size=batch_size, sampler=sampler, num_workers=0,
                 collate_fn=passthrough, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                 generator=torch.Generator().manual_seed(self.config.seed),
             )
         workers = self.config.workers
         return FaceDataLoader(
-            self._datasets[split], batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+            self._datasets[split], batch_size=batch_size, sampler=sampler, num_workers=workers,
             collate_fn=self._collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.config.seed),
         )

@@ -90,6 +90,7 @@ class DataConfig:
     synthetic: SyntheticConfig | None = None
     image_size: int = 224
     batch_size: int = 64
+    validation_batch_size: int | None = None  # evaluation batches (timm's name); default: batch_size
     num_workers: int | None = None
     train_fraction: float = 1.0
     balance: bool = False
@@ -118,6 +119,8 @@ class DataConfig:
                 setattr(self, name, os.fspath(value))  # plain strings, so to_dict() stays YAML-friendly
         _positive_int(self.image_size, "data.image_size", minimum=8)
         _positive_int(self.batch_size, "data.batch_size")
+        if self.validation_batch_size is not None:
+            _positive_int(self.validation_batch_size, "data.validation_batch_size")
         _positive_int(self.num_workers, "data.num_workers", allow_none=True, minimum=0)
         tf = self.train_fraction
         if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf <= 1:

@@ -31,11 +31,36 @@ class Source:
     images: dict[str, ImageSource]
 
 
+_PARSED: dict[tuple, Source] = {}  # index files parsed in this process (a benchmark worker reads each many times)
+_PARSED_MAX = 8
+
+
 def index_source(path: str, data_root: str | None = None) -> Source:
     """The records of an index file, with their images read from the data root.
 
     An index of video records (before `lssat preprocess`) is a DataError that says what to run.
+    A file read before in this process and unchanged since (same size and modification time) is
+    not parsed again.
     """
+    import os
+
+    try:
+        stat = os.stat(path)
+        key: tuple | None = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, data_root)
+    except OSError:
+        key = None  # read_index says what is wrong with the path
+    if key in _PARSED:
+        cached = _PARSED[key]
+        return Source(cached.name, cached.header, {s: list(r) for s, r in cached.records.items()}, dict(cached.images))
+    source = _read_source(path, data_root)
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = source
+    return Source(source.name, source.header, {s: list(r) for s, r in source.records.items()}, dict(source.images))
+
+
+def _read_source(path: str, data_root: str | None) -> Source:
     index = read_index(path, data_root)
     videos = [r.path for r in index.records if r.path.lower().endswith(VIDEO_SUFFIXES)]
     if videos:

@@ -11,7 +11,9 @@ A run folder's ``checkpoints/`` holds, for NAME in (last, best):
 - ``NAME.json``: that metadata, readable.
 
 `last` is written at the end of every training epoch, `best` when the validation headline improves
-(`Task.is_better`; nan never wins; epochs of the pretrain stage are not candidates). Before writing,
+(`Task.is_better`; nan never wins; epochs of the pretrain stage are not candidates). With
+validation by steps (`trainer.val_check_interval`) both are written after each validation instead,
+and `last` once more when training ends between validations. Before writing,
 every weight is checked to be finite: a diverged model raises `TrainingDiverged` and overwrites
 nothing, so the last good checkpoint stays.
 """
@@ -95,11 +97,14 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 class RunCheckpoints(Checkpoint):
-    """Writes `last` every training epoch and `best` when the validation headline improves."""
+    """Writes `last` every training epoch (or after every validation with `every_validation`) and
+    `best` when the validation headline improves."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, every_validation: bool = False) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self.every_validation = every_validation
+        self._saved_step: int | None = None
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.best_step: int | None = None
@@ -109,20 +114,39 @@ class RunCheckpoints(Checkpoint):
         return self.folder / f"{name}{suffix}"
 
     def on_train_epoch_end(self, trainer: Any, module: LSSATModule) -> None:
+        if not self.every_validation:
+            self._checkpoint(trainer, module)
+
+    def on_validation_end(self, trainer: Any, module: LSSATModule) -> None:
+        if self.every_validation and trainer.state.fn == "fit":
+            self._checkpoint(trainer, module)
+
+    def on_train_end(self, trainer: Any, module: LSSATModule) -> None:
+        if self.every_validation and self._saved_step != trainer.global_step and trainer.global_step:
+            self._checkpoint(trainer, module, validated=False)
+
+    def _checkpoint(self, trainer: Any, module: LSSATModule, validated: bool = True) -> None:
         if trainer.sanity_checking or bool(trainer.fast_dev_run):
             return
         bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:
-            raise TrainingDiverged(f"training diverged: weight {bad[0]} is not finite after epoch "
-                                   f"{trainer.current_epoch}; the last good checkpoint is {self.path('last')}")
+            raise TrainingDiverged(f"training diverged: weight {bad[0]} is not finite at epoch "
+                                   f"{trainer.current_epoch}, step {trainer.global_step}; the last good checkpoint "
+                                   f"is {self.path('last')}")
         epoch = trainer.current_epoch
-        val = module.results.get("val") if module.result_epoch.get("val") == epoch else None
+        if not validated:
+            val = None
+        elif self.every_validation:  # called right after a validation
+            val = module.results.get("val")
+        else:  # an epoch's end: its validation, if this epoch had one
+            val = module.results.get("val") if module.result_epoch.get("val") == epoch else None
         if val is not None and module.stage != "pretrain":
             value = val.get(module.task.headline)
             if module.task.is_better(value, self.best_value):
                 self.best_value, self.best_epoch, self.best_step = float(value), epoch, trainer.global_step
                 self._save(trainer, module, "best", val)
         self._save(trainer, module, "last", val)
+        self._saved_step = trainer.global_step
 
     def _save(self, trainer: Any, module: LSSATModule, name: str, val: dict[str, Any] | None) -> None:
         trainer.save_checkpoint(str(self.path(name)), weights_only=False)

@@ -10,7 +10,7 @@
     predictions/       test.npz: per-sample test predictions (`lssat.engine.record.write_predictions`)
 
 Flow: seed, data, task, recipe (adapted to the scheme), model, fit (validation every
-`trainer.val_every` epochs), then test on the test split with the best-on-validation weights
+`trainer.val_every` epochs, or every `trainer.val_check_interval` steps), then test on the test split with the best-on-validation weights
 (the last weights when no epoch was validated), then the record. Distributed runs use Lightning's
 DDP (its own launcher, torchrun or Slurm, found from the environment); validation and test
 samplers are split across ranks without the padding that would repeat samples, and the metrics
@@ -43,7 +43,8 @@ from lssat.errors import ConfigError, InputError, LssatError
 
 _QUIET = ("does not have many workers", "sync_dist=True", "is smaller than the logging interval",
           "`training_step` returned `None`", "Trying to infer the `batch_size`", "The number of training batches",
-          "isinstance(treespec, LeafSpec)")
+          "isinstance(treespec, LeafSpec)",
+          "You have overridden `transfer_batch_to_device`")
 
 
 @dataclass
@@ -188,7 +189,8 @@ def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, 
             precision=resolve_precision(t.precision, t.accelerator),
             max_epochs=t.epochs if t.max_steps is None else -1, max_steps=t.max_steps or -1,
             gradient_clip_val=t.gradient_clip, accumulate_grad_batches=t.accumulate_grad_batches,
-            check_val_every_n_epoch=t.val_every, limit_train_batches=t.limit_train_batches,
+            check_val_every_n_epoch=t.val_every if t.val_check_interval is None else None,
+            val_check_interval=t.val_check_interval, limit_train_batches=t.limit_train_batches,
             limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
             log_every_n_steps=t.log_every, num_sanity_val_steps=t.sanity_val_steps,
             enable_progress_bar=t.progress, enable_model_summary=t.progress and not evaluate,
@@ -257,7 +259,7 @@ def train(cfg: RunConfig, resume: bool | str | None = None) -> RunResult:
     task = make_task(cfg.task, dm)
     recipe = scheme_recipe(cfg.build_recipe(), cfg.trainer.scheme)
     model = make_model(cfg, task.num_outputs, recipe)
-    checkpoints = RunCheckpoints(ckpt_dir)
+    checkpoints = RunCheckpoints(ckpt_dir, every_validation=cfg.trainer.val_check_interval is not None)
     module = LSSATModule(model, task, cfg.trainer, cfg.data.batch_size, _metadata(cfg, recipe, task, model, dm),
                          checkpoint_hint=str(checkpoints.path("last")))
     trainer = build_trainer(cfg, folder, [checkpoints])
@@ -357,7 +359,7 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
     elif index is not None:
         data.update(index=str(index), data_root=None, synthetic=None)
     if batch_size is not None:
-        data["batch_size"] = batch_size
+        data.update(batch_size=batch_size, validation_batch_size=batch_size)
     if num_workers is not None:
         data["num_workers"] = num_workers
     tree.update(data=data, output_dir=".")
