@@ -57,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
     from lssat.infer.predictor import expand_inputs, load
     from lssat.infer.results import FORMATTERS
     from lssat.infer.video import check_aggregate
+    from lssat.paths import check_output_file
 
     check_aggregate(args.aggregate)
     if args.frames < 0:
         raise InputError(f"--frames must be >= 0 (0 = every frame), got {args.frames}")
     if args.detect_every < 1:
         raise InputError(f"--detect-every must be >= 1, got {args.detect_every}")
+    if args.output:
+        check_output_file(args.output, "results file (-o)")
     files, skipped = expand_inputs(args.inputs)
     if not files:
         raise InputError(f"no image or video files in {', '.join(args.inputs)}")
@@ -76,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
                                               aggregate=args.aggregate, detect_every=args.detect_every))
     text = FORMATTERS[args.format](results)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        output = Path(args.output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text, encoding="utf-8")
+        except OSError as err:
+            sys.stdout.write(text)  # the results are not lost
+            raise InputError(f"{output}: cannot write the results ({err.strerror or err}); "
+                             "they were printed to stdout instead") from None
     else:
         sys.stdout.write(text)
     failed = [r for r in results if not r.ok]

@@ -32,7 +32,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from lssat.infer.predictor import load
     from lssat.infer.show import show_picture
+    from lssat.paths import check_output_file
 
+    check_output_file(args.output, "picture (-o)")
     image = args.image
     if image.startswith("skimage:"):
         from lssat.texture.picture import load_image

@@ -32,8 +32,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from lssat.paths import check_output_file
     from lssat.texture.picture import load_image, texture_picture
 
+    check_output_file(args.output, "picture (-o)")
     image, label = load_image(args.image)
     start = time.perf_counter()
     out = texture_picture(image, label, Path(args.output), descriptor=args.descriptor,

@@ -76,38 +76,188 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
 
     JPEGs go through torchvision's libjpeg-turbo decoder when torchvision still has it (about 1.4x
     faster here than PIL, and it yields a CHW tensor directly); everything else goes through PIL.
-    Raises ImageDecodeError naming `name` for data that is not a readable image, including a
-    truncated one.
+    Raises ImageDecodeError naming `name` for data that is not a readable image: not an image
+    format, truncated, larger than MAX_IMAGE_PIXELS (a decompression bomb), or a JPEG whose header
+    claims more pixels than its data could hold (the decoder would fill the rest with grey).
     """
     try:
-        if decode_jpeg is not None and data[:3] == _JPEG_MAGIC:
-            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_jpeg(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        with Image.open(io.BytesIO(data)) as image:
+        if data[:3] == _JPEG_MAGIC:
+            _check_jpeg_header(data)
+            if decode_jpeg is not None:
+                buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return decode_jpeg(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked just below
+            image = Image.open(io.BytesIO(data))
+        with image:
+            _check_pixels(*image.size)
             image.load()
             return pil_to_tensor_rgb(ImageOps.exif_transpose(image))
-    except (OSError, RuntimeError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        reason = str(err).splitlines()[-1] if str(err) else type(err).__name__
-        if isinstance(err, UnidentifiedImageError):  # PIL's text names an anonymous BytesIO object
-            reason = "not a recognised image format"
-        elif "decode_jpeg" in reason:  # torchvision prefixes its source location
-            reason = reason.rsplit(", ", 1)[-1]
-        raise ImageDecodeError(f"{name}: unreadable image ({reason})", reason) from None
+    except _DECODE_ERRORS as err:
+        raise _decode_error(err, name) from None
+
+
+#: What PIL, torchvision and the header checks raise for data that is not a readable image.
+_DECODE_ERRORS = (OSError, RuntimeError, ValueError, SyntaxError, EOFError, MemoryError, UnidentifiedImageError,
+                  Image.DecompressionBombError)
+
+
+def _decode_error(err: BaseException, name: str) -> ImageDecodeError:
+    """The ImageDecodeError for a decoder's exception, with a one-line reason."""
+    reason = str(err).splitlines()[-1] if str(err) else type(err).__name__
+    if isinstance(err, UnidentifiedImageError):  # PIL's text names an anonymous BytesIO object
+        reason = NOT_AN_IMAGE
+    elif isinstance(err, MemoryError):
+        reason = "not enough memory to decode it"
+    elif isinstance(err, Image.DecompressionBombError):
+        reason = _too_many_pixels(reason)
+    elif "decode_jpeg" in reason:  # torchvision prefixes its source location
+        reason = reason.rsplit(", ", 1)[-1]
+    if reason.startswith("image file is truncated"):
+        reason = "truncated file (" + reason.removeprefix("image file is truncated").strip(" ()") + ")"
+    return ImageDecodeError(f"{name}: unreadable image ({reason})", reason)
+
+
+#: Reason given for data that no decoder recognises as an image.
+NOT_AN_IMAGE = "not a recognised image format"
+
+#: Images with more pixels than this are refused before decoding (PIL's decompression-bomb limit).
+MAX_IMAGE_PIXELS = 89_478_485
+
+#: Image files larger than this are refused without being read.
+MAX_IMAGE_FILE_BYTES = 512 * 2**20
+
+
+class _BadImage(ValueError):
+    """A header check failed; the text is the reason."""
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _BadImage(f"{width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS} pixels: "
+                        "a decompression bomb?")
+
+
+def _too_many_pixels(reason: str) -> str:
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", reason)
+    return (f"{m.group(1)} pixels, over the limit of {MAX_IMAGE_PIXELS} pixels: a decompression bomb?"
+            if m else reason)
+
+
+# JPEG frame markers (SOF) of Huffman-coded images and the fewest bits any of their blocks takes:
+# sequential scans code a DC value and an end-of-block for every block (at least 1 bit each),
+# progressive ones at least the DC value (end-of-block runs can span many blocks). Arithmetic-coded
+# and lossless frames have no such floor and are not checked.
+_JPEG_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
+
+
+def _check_jpeg_header(data: bytes) -> None:
+    """Refuse a JPEG over the pixel limit, or one whose scan data is too short for its dimensions."""
+    frame = _jpeg_frame(data)
+    if frame is None:
+        return  # malformed headers are left to the decoder, which says what is wrong
+    marker, width, height, sampling, scan_start = frame
+    _check_pixels(width, height)
+    bits = _JPEG_MIN_BITS_PER_BLOCK.get(marker)
+    if not bits or not height or not width or scan_start is None:
+        return
+    hmax, vmax = max(h for h, _ in sampling), max(v for _, v in sampling)
+    blocks = sum(_ceil_div(_ceil_div(width * h, hmax), 8) * _ceil_div(_ceil_div(height * v, vmax), 8)
+                 for h, v in sampling)
+    have = len(data) - scan_start
+    if have * 8 < blocks * bits:
+        raise _BadImage(f"truncated or corrupt JPEG: the header says {width}x{height} pixels but the file "
+                        f"holds {have} bytes of image data, too few for that size")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]], int | None] | None:
+    """(SOF marker, width, height, (h, v) sampling per component, offset of the first scan's data)
+    from a JPEG's markers, or None when there is no well-formed frame header."""
+    i, n, frame = 2, len(data), None
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        segment = data[i + 4:i + 2 + length]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if len(segment) < 6 or len(segment) < 6 + 3 * segment[5] or segment[5] == 0:
+                return None
+            height = int.from_bytes(segment[1:3], "big")
+            width = int.from_bytes(segment[3:5], "big")
+            sampling = [(segment[7 + 3 * k] >> 4, segment[7 + 3 * k] & 15) for k in range(segment[5])]
+            if any(h == 0 or v == 0 for h, v in sampling):
+                return None
+            frame = (marker, width, height, sampling)
+        elif marker == 0xDA:
+            return (*frame, i + 2 + length) if frame is not None else None
+        elif marker == 0xD9:
+            break
+        i += 2 + length
+    return (*frame, None) if frame is not None else None
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file: only a regular file (a named pipe would block, a device could be
+    read without end) of at most MAX_IMAGE_FILE_BYTES. ImageDecodeError naming the path otherwise."""
+    from lssat.paths import file_problem
+
+    problem = file_problem(path)
+    if problem == "not found":
+        raise ImageDecodeError(f"{path}: image file not found", "image file not found")
+    if problem is not None:
+        raise ImageDecodeError(f"{path}: cannot read image file ({problem})", problem)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_FILE_BYTES + 1)
+    except OSError as err:
+        raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})", str(err.strerror or err)) from None
+    if len(data) > MAX_IMAGE_FILE_BYTES:
+        reason = f"file larger than {MAX_IMAGE_FILE_BYTES // 2**20} MiB, the limit for one image"
+        raise ImageDecodeError(f"{path}: cannot read image file ({reason})", reason)
+    if not data:
+        raise ImageDecodeError(f"{path}: image file is empty", "empty file")
+    return data
+
+
+def check_image_bytes(data: bytes, name: str = "<bytes>") -> None:
+    """The cheap checks of an encoded image, without decoding its pixels: a recognised format,
+    within MAX_IMAGE_PIXELS, a JPEG with enough data for its size, PIL's `verify`.
+    ImageDecodeError naming `name` otherwise."""
+    try:
+        if data[:3] == _JPEG_MAGIC:
+            _check_jpeg_header(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
+            _check_pixels(*image.size)
+            image.verify()
+    except _DECODE_ERRORS as err:
+        raise _decode_error(err, name) from None
 
 
 def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
-    """Read and decode an image file; ImageDecodeError naming the path if missing or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: image file not found") from None
-    except OSError as err:
-        raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})", str(err.strerror or err)) from None
-    if not data:
-        raise ImageDecodeError(f"{path}: image file is empty", "empty file")
+    """Read and decode an image file; ImageDecodeError naming the path if missing or unreadable.
+
+    Only regular files are opened (a named pipe would block, a device could be read without end),
+    and none larger than MAX_IMAGE_FILE_BYTES.
+    """
+    data = read_image_file(path)
     return decode_image_bytes(data, str(path))
 
 

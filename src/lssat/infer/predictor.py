@@ -252,15 +252,15 @@ def as_rgb(image: ImageLike) -> np.ndarray:
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3); DataError naming the file otherwise."""
-    from lssat.data.loading import decode_image_file
+    from lssat.data.loading import NOT_AN_IMAGE, ImageDecodeError, decode_image_file
 
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
         chw = decode_image_file(path)
-    except DataError as err:
-        if "unreadable image" in str(err):
-            raise DataError(f"{path}: not an image or video file (unreadable as an image)") from None
+    except ImageDecodeError as err:
+        if err.reason == NOT_AN_IMAGE:
+            raise DataError(f"{path}: not an image or video file ({NOT_AN_IMAGE})") from None
         raise
     return np.ascontiguousarray(chw.permute(1, 2, 0).numpy())
 

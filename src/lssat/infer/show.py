@@ -215,7 +215,11 @@ def show_picture(predictor: Any, image: Any, output: str | os.PathLike, faces: s
     fig.suptitle(caption + (f" [{note}]" if note else ""), fontsize=10)
     fig.tight_layout()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, dpi=100)
+    except OSError as err:
+        raise InputError(f"{output}: cannot write the picture ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return output

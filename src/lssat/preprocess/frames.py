@@ -49,8 +49,11 @@ def open_video(path: Path):
     """Open a video with PyAV, or raise DataError naming the file and the problem."""
     import av
 
-    if not path.is_file():
-        raise DataError(f"{path}: video file not found")
+    from lssat.paths import file_problem
+
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(f"{path}: video file {problem}")
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as err:

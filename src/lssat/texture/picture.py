@@ -102,8 +102,8 @@ def texture_picture(image: np.ndarray, label: str, output: Path, descriptor: str
     for ax in axes[0]:
         ax.axis("off")
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(output, dpi=90)
     except OSError as err:
         raise InputError(f"{output}: cannot write the picture ({err})") from None

@@ -81,14 +81,14 @@ class FileLister:
 
 
 def image_is_readable(path: Path) -> bool:
-    """Whether PIL can open and decode the image header without error."""
-    from PIL import Image, UnidentifiedImageError
+    """Whether `path` is a regular image file that passes the checks short of decoding its pixels
+    (format, pixel limit, JPEG data enough for its size, PIL's verify)."""
+    from lssat.data.loading import ImageDecodeError, check_image_bytes, read_image_file
 
     try:
-        with Image.open(path) as img:
-            img.verify()
+        check_image_bytes(read_image_file(path), str(path))
         return True
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+    except ImageDecodeError:
         return False
 
 

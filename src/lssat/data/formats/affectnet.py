@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from lssat.data.formats._common import (FileLister, add_split_options, base_and_
                                         stratified_split)
 from lssat.data.index import IndexHeader, Record
 from lssat.errors import DataError
+from lssat.paths import file_problem, read_text
 
 NAME = "affectnet"
 HELP = "AffectNet (training.csv/validation.csv or train_set/val_set): 8 or 7 expression classes"
@@ -67,21 +70,41 @@ def _drop_reason(code: int, n_classes: int) -> str | None:
 # --------------------------------------------------------------------------- legacy CSVs
 
 
-def _float(value: str, where: str, column: str) -> float:
+def _number(value: str, where: str, column: str) -> float:
+    """A column's number (NaN and infinity included); DataError naming the line and column otherwise."""
     try:
         return float(value)
     except ValueError:
         raise DataError(f"{where}: column {column!r} must be a number, got {value[:30]!r}") from None
 
 
+def _float(value: str, where: str, column: str) -> float:
+    """A column's number; DataError naming the line and column unless it is a finite number."""
+    number = _number(value, where, column)
+    if not math.isfinite(number):
+        raise DataError(f"{where}: column {column!r} must be a finite number, got {value.strip()[:30]!r}")
+    return number
+
+
+def _affect(values: dict[str, float], skipped: Counter) -> bool:
+    """Whether valence and arousal are finite; a record with NaN or infinity is skipped and counted
+    (JSON, and so an index, cannot hold them)."""
+    if all(math.isfinite(v) for v in values.values()):
+        return True
+    skipped["valence or arousal not a finite number"] += 1
+    return False
+
+
 def _landmarks(value: str) -> list[list[float]] | None:
-    """68 (x, y) points from AffectNet's ';'-separated list; None when absent or malformed."""
+    """68 (x, y) points from AffectNet's ';'-separated list; None when absent, malformed or not finite."""
     parts = [p for p in value.strip().split(";") if p.strip()]
     if len(parts) != 2 * N_LANDMARKS:
         return None
     try:
         v = [float(p) for p in parts]
     except ValueError:
+        return None
+    if not all(math.isfinite(x) for x in v):
         return None
     return [[v[2 * i], v[2 * i + 1]] for i in range(N_LANDMARKS)]
 
@@ -90,7 +113,8 @@ def read_legacy_csv(path: Path, n_classes: int, skipped: Counter,
                     stats: Counter) -> list[tuple[str, int, Record]]:
     """Rows of a legacy AffectNet CSV as (image path, code, record without split)."""
     out = []
-    with open(path, newline="", encoding="utf-8") as f:
+    text = read_text(path, "AffectNet CSV")
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         head = next(reader, None)
         if head is None:
@@ -118,14 +142,16 @@ def read_legacy_csv(path: Path, n_classes: int, skipped: Counter,
                 skipped[reason] += 1
                 continue
             x, y, w, h = (_float(row[col[c]], where, c) for c in ("face_x", "face_y", "face_width", "face_height"))
+            affect = {c: _number(row[col[c]], where, c) for c in ("valence", "arousal")}
+            if not _affect(affect, skipped):
+                continue
             landmarks = _landmarks(row[col["facial_landmarks"]])
             if landmarks is None:
                 stats["records without landmarks"] += 1
             rel = row[col["subDirectory_filePath"]].strip().replace("\\", "/")
             record = Record(
                 path=rel, split="train", label=code, box=[x, y, x + w, y + h], landmarks=landmarks,
-                extra={"valence": _float(row[col["valence"]], where, "valence"),
-                       "arousal": _float(row[col["arousal"]], where, "arousal")},
+                extra=affect,
             )
             out.append((rel, code, record))
     return out
@@ -138,7 +164,7 @@ def _legacy(root: Path, options: argparse.Namespace, skipped: Counter, stats: Co
     parts = {}
     for split, name in (("train", "training.csv"), ("test", "validation.csv")):
         path = root / name
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: AffectNet legacy CSV not found")
         rows = read_legacy_csv(path, options.classes, skipped, stats)
         kept = []
@@ -158,13 +184,40 @@ def _legacy(root: Path, options: argparse.Namespace, skipped: Counter, stats: Co
 # --------------------------------------------------------------------------- per-image .npy layout
 
 
-def _npy_scalar(path: Path) -> str:
+def _npy_array(path: Path):
+    """The array in a .npy file; DataError naming the file when it is not a readable .npy."""
     import numpy as np
 
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(f"{path}: annotation file {problem}")
     try:
-        return str(np.load(path).item())  # stored as a 0-d array, often of strings
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read annotation ({err})") from None
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise DataError(f"{path}: not a readable .npy file ({reason})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise DataError(f"{path}: not a .npy file (an .npz archive)")
+    return array
+
+
+def _npy_scalar(path: Path) -> str:
+    """The one value of a .npy annotation (a 0-d array, often of strings), as text."""
+    array = _npy_array(path)
+    if array.size != 1:
+        raise DataError(f"{path}: expected one value, got an array of shape {array.shape}")
+    value = array.reshape(()).item()
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _npy_number(path: Path) -> float:
+    """A .npy annotation holding one number (a valence or arousal)."""
+    raw = _npy_scalar(path)
+    try:
+        return float(raw)
+    except ValueError:
+        raise DataError(f"{path}: expected a number, got {raw[:30]!r}") from None
 
 
 def _per_image(root: Path, options: argparse.Namespace, skipped: Counter, stats: Counter):
@@ -207,11 +260,17 @@ def _per_image(root: Path, options: argparse.Namespace, skipped: Counter, stats:
             extra = {}
             for key, suffix in (("valence", "_val.npy"), ("arousal", "_aro.npy")):
                 if stem + suffix in ann_files:
-                    extra[key] = float(_npy_scalar(annotations / (stem + suffix)))
+                    extra[key] = _npy_number(annotations / (stem + suffix))
+            if not _affect(extra, skipped):
+                continue
             landmarks = None
             if stem + "_lnd.npy" in ann_files:
-                v = np.load(annotations / (stem + "_lnd.npy")).astype(float).reshape(-1)
-                if v.size == 2 * N_LANDMARKS:
+                lnd = annotations / (stem + "_lnd.npy")
+                try:
+                    v = _npy_array(lnd).astype(float).reshape(-1)
+                except (ValueError, TypeError):
+                    raise DataError(f"{lnd}: landmarks must be numbers") from None
+                if v.size == 2 * N_LANDMARKS and np.isfinite(v).all():
                     landmarks = v.reshape(N_LANDMARKS, 2).tolist()
             if landmarks is None:
                 stats["records without landmarks"] += 1

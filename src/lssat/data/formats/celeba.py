@@ -22,6 +22,7 @@ from lssat.data.formats._common import (FileLister, base_and_prefix, first_exist
                                         progress, resolve_under)
 from lssat.data.index import IndexHeader, Record
 from lssat.errors import DataError
+from lssat.paths import read_text
 
 NAME = "celeba"
 HELP = "CelebA (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt): 40 attributes"
@@ -51,8 +52,7 @@ def _find(root: Path, name: str, subdir: str) -> Path:
 
 def read_attributes(path: Path) -> tuple[list[str], dict[str, list[int]]]:
     """Parse list_attr_celeba.txt: (attribute names, file name -> 40 values of 0/1)."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = read_text(path, "CelebA attribute list").splitlines()
     if len(lines) < 2:
         raise DataError(f"{path}: too short for a CelebA attribute list (count and names lines expected)")
     try:
@@ -89,14 +89,13 @@ def read_attributes(path: Path) -> tuple[list[str], dict[str, list[int]]]:
 def read_partition(path: Path) -> dict[str, str]:
     """Parse list_eval_partition.txt: file name -> split."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2 or parts[1] not in PARTITIONS:
-                raise DataError(f"{path}:{lineno}: expected a file name and 0, 1 or 2, got {line.strip()[:60]!r}")
-            out[parts[0]] = PARTITIONS[parts[1]]
+    for lineno, line in enumerate(read_text(path, "CelebA partition list").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in PARTITIONS:
+            raise DataError(f"{path}:{lineno}: expected a file name and 0, 1 or 2, got {line.strip()[:60]!r}")
+        out[parts[0]] = PARTITIONS[parts[1]]
     return out
 
 

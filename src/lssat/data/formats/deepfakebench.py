@@ -35,6 +35,7 @@ from lssat.data.formats import ImportResult
 from lssat.data.formats._common import FileLister, image_is_readable, progress, resolve_under
 from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.errors import DataError
+from lssat.paths import read_text
 
 NAME = "deepfakebench"
 HELP = "DeepfakeBench's dataset_json/<Dataset>.json over its preprocessed frames: real vs fake"
@@ -74,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _find_json(root: Path, given: str | None) -> Path:
     if given is not None:
         path = resolve_under(root, given)
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: DeepfakeBench JSON not found (--json)")
         return path
     found = sorted(root.glob("dataset_json/*.json")) + sorted(root.glob("preprocessing/dataset_json/*.json"))
@@ -161,9 +162,11 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
     """Index a DeepfakeBench JSON as frame records."""
     path = _find_json(root, options.json)
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(read_text(path, "DeepfakeBench JSON"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (ValueError, RecursionError) as err:
+        raise DataError(f"{path}: not valid JSON ({err or 'nested too deeply'})") from None
     if not isinstance(content, dict) or not content:
         raise DataError(f"{path}: expected an object {{dataset: {{label: {{split: ...}}}}}}")
     if options.dataset is not None:

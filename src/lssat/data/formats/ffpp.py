@@ -30,6 +30,7 @@ from lssat.data.formats import ImportResult
 from lssat.data.formats._common import check_fractions, group_split, require_dir
 from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.errors import ConfigError, DataError
+from lssat.paths import read_text
 
 NAME = "ffpp"
 HELP = "FaceForensics++ videos (original_sequences/, manipulated_sequences/): real vs fake"
@@ -67,12 +68,14 @@ def read_split_lists(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for split in SPLITS:
         path = folder / f"{split}.json"
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: split list not found (--splits needs train.json, val.json, test.json)")
         try:
-            pairs = json.loads(path.read_text(encoding="utf-8"))
+            pairs = json.loads(read_text(path, "split list"))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        except (ValueError, RecursionError) as err:
+            raise DataError(f"{path}: not valid JSON ({err or 'nested too deeply'})") from None
         if not isinstance(pairs, list):
             raise DataError(f"{path}: expected a JSON list of [id, id] pairs")
         for n, pair in enumerate(pairs):

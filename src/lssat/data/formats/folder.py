@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,7 @@ from lssat.data.formats._common import (FileLister, add_split_options, check_fra
                                         is_image, progress, resolve_under, stratified_split)
 from lssat.data.index import IndexHeader, Record
 from lssat.errors import ConfigError, DataError
+from lssat.paths import read_text
 
 NAME = "folder"
 HELP = "an image folder (ROOT/[split/]class/*.jpg) or a CSV of path,label[,split]"
@@ -97,12 +99,13 @@ def scan_folders(root: Path, skipped: Counter) -> list[tuple[str, str, str | Non
 
 def read_csv(path: Path, root: Path, skipped: Counter) -> list[tuple[str, str, str | None]]:
     """(path, class, split or None) per row of a path,label[,split] CSV."""
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: CSV not found (--csv)")
+    text = read_text(path, "CSV (--csv)")
     lister = FileLister(root)
     items = []
     root_r = root.resolve()
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
         for needed in ("path", "label"):
