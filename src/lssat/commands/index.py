@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from lssat.data.formats import get_format
     from lssat.data.index import Index, write_index
     from lssat.errors import DataError
+    from lssat.paths import check_output_file
 
     module = get_format(args.format)
     root = Path(args.root).expanduser()
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{root}: dataset folder not found")
     if root.exists() and not root.is_dir():
         raise DataError(f"{root}: not a folder (ROOT must be the dataset's folder)")
+    check_output_file(Path(args.output).expanduser(), "index (-o)")
 
     result = module.build_index(root, args)
     if not result.records:

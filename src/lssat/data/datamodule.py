@@ -46,7 +46,7 @@ from lssat.data.loading import FaceCollate, FaceDataLoader, FaceDataset, FileIma
 from lssat.data.memory import MemoryBatches, estimate_bytes, passthrough, plan_in_memory
 from lssat.data.sampling import FixedSampler, TrainSampler, cap_frames, fraction_subset, video_groups
 from lssat.data.settings import DataConfig, SyntheticConfig
-from lssat.data.sources import Source, index_source, synthetic_source
+from lssat.data.sources import Source, check_images_readable, index_source, synthetic_source
 from lssat.data.transforms import AugmentConfig, eval_transform, train_transform
 from lssat.errors import ConfigError, DataError
 
@@ -88,6 +88,7 @@ class FaceDataModule(L.LightningDataModule):
         self.header, self._records, self.subgroup_keys = header, records, keys
         if cfg.strict:
             _check_files_exist(source)
+        check_images_readable(source)
         n_attr = len(header.attribute_names or []) if header.task == "attributes" else 0
         for split in SPLITS:
             transform = (train_transform(cfg.image_size, cfg.augment) if split == "train"

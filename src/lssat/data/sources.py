@@ -70,6 +70,36 @@ def _read_source(path: str, data_root: str | None) -> Source:
     return Source(str(path), index.header, {s: index.split(s) for s in SPLITS}, {s: images for s in SPLITS})
 
 
+def check_images_readable(source: Source) -> None:
+    """DataError naming the index and a first path when no image of a split with records can be
+    read: a wrong data root or a split of broken files would otherwise train on empty batches.
+
+    Files are tried in record order until one decodes, so a healthy split costs one decode.
+    """
+    for split in SPLITS:
+        images, records = source.images[split], source.records[split]
+        if not records or not isinstance(images, FileImages):
+            continue
+        first: DataError | None = None
+        missing = 0
+        for position, record in enumerate(records):
+            try:
+                images(record, position)
+                break
+            except DataError as err:
+                first = first or err
+                missing += not (images.root / record.path).exists()
+        else:
+            n = len(records)
+            if missing == n:
+                state = "missing" if n > 1 else "missing (its only record)"
+                hint = f"; is the data root right? ({images.root})"
+            else:
+                state = f"missing or unreadable ({missing} missing, {n - missing} unreadable)"
+                hint = ""
+            raise DataError(f"{source.name}: every image of the {split} split is {state}; first: {first}{hint}")
+
+
 class SyntheticImages:
     """Images of the built-in synthetic faces, rendered on the fly from a `SyntheticFaces` dataset."""
 
