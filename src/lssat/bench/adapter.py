@@ -55,7 +55,10 @@ def engine_folders(run_dir: Path) -> list[Path]:
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     """The run record of a cell folder (the engine writes it into ``<cell>/<run_id>/``), or None
     when there is none or it cannot be parsed (the engine writes records atomically, so an unreadable
-    one is treated as absent and the cell runs again)."""
+    one is treated as absent and the cell runs again). A record that says "running" in a folder no
+    process holds (`lssat.fileio.lock_holder`) comes back with status "interrupted"."""
+    from lssat.fileio import lock_holder
+
     candidates = [Path(run_dir)] + engine_folders(Path(run_dir))[::-1]
     for folder in candidates:
         try:
@@ -63,6 +66,8 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict):
+            if data.get("status") == "running" and lock_holder(folder) is None:
+                data["status"] = "interrupted"
             return data
     return None
 
@@ -116,6 +121,8 @@ def materialize_synthetic(data: dict[str, Any], cache: Path) -> dict[str, Any]:
     import shutil
     import tempfile
 
+    from lssat.fileio import apply_umask
+
     syn = dict(data.get("synthetic") or {})
     size = syn.get("size") or data.get("image_size", 224)
     folder = synthetic_folder(data, cache)
@@ -125,6 +132,7 @@ def materialize_synthetic(data: dict[str, Any], cache: Path) -> dict[str, Any]:
 
         Path(cache).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))
+        apply_umask(tmp, directory=True)  # mkdtemp makes it 0700: colleagues could not read the data
         try:
             sizes = {s: int(syn.get(s, d)) for s, d in (("train", 1000), ("val", 200), ("test", 200))}
             write_synthetic(tmp, syn.get("task", "expression"), sizes, size=int(size), seed=int(syn.get("seed", 0)),

@@ -30,7 +30,7 @@ import yaml
 from lssat.bench import adapter, launchers, pool
 from lssat.bench.spec import BenchSpec, Cell
 from lssat.bench.store import ResultsStore, make_entry
-from lssat.fileio import atomic_write_text
+from lssat.fileio import atomic_write_text, folder_lock
 from lssat.errors import ConfigError
 
 SPEC_FILE = "spec.yaml"
@@ -114,7 +114,8 @@ def _headline(record: Mapping[str, Any] | None) -> str:
 def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "local",
                   train_fn: launchers.TrainFn | None = None, retry_failed: bool = True,
                   slurm_options: Mapping[str, Any] | None = None, wait: bool = True,
-                  write_report: bool = True, progress: bool = True, jobs: int | str | None = 1) -> BenchResult:
+                  write_report: bool = True, progress: bool = True, jobs: int | str | None = 1,
+                  wait_lock: bool = False) -> BenchResult:
     """Train every cell of `spec` not yet done into `bench_dir`; see the module docstring.
 
     train_fn: the training function for the local launcher (default: the engine, via
@@ -122,15 +123,25 @@ def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "lo
     jobs: cells trained at once by the local launcher: 1 (default) in this process, one after
     another; N > 1 on N CPU worker processes; None the spec's ``runner.jobs`` if it sets one, else 1;
     "auto" one worker per usable core. Cells that want a GPU or several devices run one at a time.
+    One run at a time per benchmark folder: it is locked while this runs (`lssat.fileio.folder_lock`);
+    another holder is a `FolderInUse` error naming it, or with `wait_lock` a wait until it is done.
     """
-    from tqdm import tqdm
-
     if launcher not in launchers.LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; choose one of: {', '.join(launchers.LAUNCHERS)}")
     bench_dir = Path(bench_dir)
     cells = spec.cells()
     check_cells(cells)
-    bench_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(bench_dir, "benchmark folder", wait=wait_lock):
+        return _run_locked(spec, bench_dir, cells, launcher=launcher, train_fn=train_fn, retry_failed=retry_failed,
+                           slurm_options=slurm_options, wait=wait, write_report=write_report, progress=progress,
+                           jobs=jobs)
+
+
+def _run_locked(spec: BenchSpec, bench_dir: Path, cells: list[Cell], *, launcher: str,
+                train_fn: launchers.TrainFn | None, retry_failed: bool, slurm_options: Mapping[str, Any] | None,
+                wait: bool, write_report: bool, progress: bool, jobs: int | str | None) -> BenchResult:
+    from tqdm import tqdm
+
     atomic_write_text(bench_dir / SPEC_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     store = ResultsStore(bench_dir)
     start = time.perf_counter()

@@ -11,6 +11,8 @@ A run record (written by the engine into the run folder) is read for these field
 ``metrics.{val,test}`` (flat dicts of floats), ``cost.{parameters, flops_per_image,
 train_images_per_second, peak_memory, wall_time}``, ``status`` and ``error``.
 
+Every line is strict JSON: a nan or infinite metric is written as null.
+
 Safety: every update rewrites the whole file into a temporary file, fsyncs it and renames it over
 the old one (atomic on POSIX), under an exclusive lock; so an interrupted writer leaves either the
 old or the new file, never a half line, and a cell can never appear twice. Entries are small
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lssat.errors import DataError
-from lssat.fileio import atomic_write_text
+from lssat.fileio import atomic_write_text, dumps_json
 
 STORE_FILE = "results.jsonl"
 STATUSES = ("done", "failed")
@@ -113,7 +115,7 @@ class ResultsStore:
             previous = entries.get(entry["cell_id"])
             entry["attempts"] = (previous or {}).get("attempts", 0) + 1 if "attempts" not in entry else entry["attempts"]
             entries[entry["cell_id"]] = entry
-            text = "".join(json.dumps(e, sort_keys=True, default=_json_default) + "\n" for e in entries.values())
+            text = "".join(dumps_json(e, sort_keys=True, default=_json_default) + "\n" for e in entries.values())
             atomic_write_text(self.path, text)
         return entry
 

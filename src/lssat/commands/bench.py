@@ -48,6 +48,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-wait", action="store_true", help="slurm: submit and return; collect with "
                         "`lssat report DIR` (or rerun `lssat bench`) when the jobs have finished")
     parser.add_argument("--skip-failed", action="store_true", help="do not rerun cells that failed before")
+    parser.add_argument("--wait", dest="wait_lock", action="store_true",
+                        help="if another lssat bench is running in BENCH_DIR (the folder is locked), wait for it "
+                        "to finish and then go on, instead of exiting with status 2")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state; train nothing")
     parser.set_defaults(func=run)
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     result = run_benchmark(spec, out, launcher=launcher, retry_failed=not args.skip_failed,
                            slurm_options=_pairs(args.slurm, "--slurm"), wait=not args.no_wait,
-                           write_report=not args.no_report, jobs=jobs)
+                           write_report=not args.no_report, jobs=jobs, wait_lock=args.wait_lock)
     if result.report is not None:
         print(f"wrote {result.report} and {result.report.with_suffix('.html')}")
     return 0 if not result.failed else 1

@@ -22,6 +22,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="continue from the run folder's last checkpoint, or from CHECKPOINT "
                         "(a last.ckpt or a run folder)")
     parser.add_argument("-o", "--output-dir", default=None, help="where run folders go (config output_dir)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is training this run (its folder is locked), wait for it "
+                        "instead of exiting with status 2")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run)
     return parser
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lssat.engine.run import train
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, wait=getattr(args, "wait", False))
     if result.is_global_zero:
         print(summary(result.record, result.folder))
     return 0

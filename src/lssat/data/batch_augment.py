@@ -203,6 +203,6 @@ class BatchAugment:
         if self.tail is not None and out.shape[0]:
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
                 out = torch.stack([self.tail(x) for x in out])
         return out

@@ -28,11 +28,20 @@ resize + centre crop, optionally `eval_frames_per_video` evenly spaced frames pe
 With ``in_memory`` (auto: small images that fit a memory budget) a split's images are decoded
 once and batches are cut from memory, training batches augmented at once with per-sample
 parameters (`lssat.data.memory`); the batches follow the same schema and semantics.
+
+Exact resumption: a training batch's random augmentation is drawn from a generator seeded by
+(data seed, epoch, place in the epoch's draws) of its first sample (`lssat.data.sampling.Draw`),
+on either path and in whichever worker, never from a generator whose state runs on from batch to
+batch. The module's `state_dict` (saved in Lightning checkpoints) says how many of the current
+epoch's draws training has used; on resume the sampler skips them, so a run resumed mid-epoch sees
+the batches, and augmentations, that the uninterrupted run saw. (Distributed runs resume at the
+right epoch, but from its start.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -44,7 +53,7 @@ from lssat.data.batch_augment import unbatched_options
 from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.data.loading import FaceCollate, FaceDataLoader, FaceDataset, FileImages
 from lssat.data.memory import MemoryBatches, estimate_bytes, passthrough, plan_in_memory
-from lssat.data.sampling import FixedSampler, TrainSampler, cap_frames, fraction_subset, video_groups
+from lssat.data.sampling import FixedSampler, TrainSampler, batch_seed, cap_frames, fraction_subset, video_groups
 from lssat.data.settings import DataConfig, SyntheticConfig
 from lssat.data.sources import Source, check_images_readable, index_source, synthetic_source
 from lssat.data.transforms import AugmentConfig, eval_transform, train_transform
@@ -65,6 +74,8 @@ class FaceDataModule(L.LightningDataModule):
         self._datasets: dict[str, FaceDataset] = {}
         self._train_positions: np.ndarray | None = None
         self._memory: dict[str, MemoryBatches] = {}
+        self._resume: tuple[int, int] | None = None  # (epoch, draws done) from a checkpoint
+        self._sampler: TrainSampler | None = None  # of the latest train loader
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str | None = None) -> None:
@@ -93,8 +104,10 @@ class FaceDataModule(L.LightningDataModule):
         for split in SPLITS:
             transform = (train_transform(cfg.image_size, cfg.augment) if split == "train"
                          else eval_transform(cfg.image_size, cfg.augment))
-            self._datasets[split] = FaceDataset(records[split], source.images[split], transform,
-                                                num_attributes=n_attr, subgroup_keys=keys, strict=cfg.strict)
+            kind = TrainItems if split == "train" else FaceDataset
+            self._datasets[split] = kind(records[split], source.images[split], transform,
+                                         num_attributes=n_attr, subgroup_keys=keys, strict=cfg.strict)
+        self._datasets["train"].seed = cfg.seed
         train = records["train"]
         self._train_positions = fraction_subset([r.label for r in train], video_groups([r.video_id for r in train]),
                                                 cfg.train_fraction, cfg.seed)
@@ -230,9 +243,18 @@ class FaceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Augmented training batches in the order of `train_sampler` (a fresh draw each epoch)."""
+        """Augmented training batches in the order of `train_sampler` (a fresh draw each epoch; a
+        new loader goes on from the previous one's epoch); after `load_state_dict`, from where the
+        checkpointed run stood."""
         self._require_setup()
         sampler = self.train_sampler()
+        if self._sampler is not None:
+            sampler.epoch = self._sampler.epoch
+        if self._resume is not None:
+            sampler.resume_at(*self._resume)
+            self._resume = None
+        sampler.epoch_source = self._trainer_epoch
+        self._sampler = sampler
         drop_last = self.config.drop_last and len(sampler) >= self.config.batch_size
         return self._loader("train", sampler, drop_last)
 
@@ -249,6 +271,59 @@ class FaceDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test batches."""
         return self.test_dataloader()
+
+    # ------------------------------------------------------------ checkpoints
+    def _trainer_epoch(self) -> int | None:
+        """The epoch the attached trainer is in (None without one)."""
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the current epoch (Lightning saves this in its checkpoints):
+        {"train": {epoch, batches done, batch_size, world_size, epoch_done}}; empty outside fit."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        return {"train": {"epoch": int(trainer.current_epoch), "batches": int(progress.current.completed),
+                          "batch_size": int(self.config.batch_size), "world_size": int(trainer.world_size),
+                          "epoch_done": bool(progress.is_last_batch)}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the training draws where `state_dict` left them: the rest of that epoch, or the
+        next epoch when it had ended. Distributed runs restart the epoch (their sampler is split
+        across ranks by Lightning, which cannot skip ahead)."""
+        info = (state or {}).get("train")
+        if not info:
+            return
+        epoch, draws = int(info["epoch"]), int(info["batches"]) * int(info["batch_size"])
+        if info.get("epoch_done"):
+            epoch, draws = epoch + 1, 0
+        trainer = getattr(self, "trainer", None)
+        if draws and (int(info.get("world_size", 1)) > 1 or (trainer is not None and trainer.world_size > 1)):
+            warnings.warn(f"resuming a distributed run in the middle of epoch {epoch}: its draws restart from the "
+                          "epoch's start, so the result differs from an uninterrupted run", stacklevel=2)
+            draws = 0
+        self._resume = (epoch, draws)
+        if self._sampler is not None:  # a loader made before the state came
+            self._sampler.resume_at(epoch, draws)
+
+
+class TrainItems(FaceDataset):
+    """The train split's items (the per-item path): the random augmentation of a batch of `Draw`
+    positions runs under torch's CPU generator seeded by `batch_seed` (then put back), so it
+    depends on the batch's place in the epoch, not on which worker cut it or what came before."""
+
+    seed: int = 0
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, Any] | None]:
+        seed = batch_seed(self.seed, positions)
+        positions = [int(p) for p in positions]
+        if seed is None:
+            return super().__getitems__(positions)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # the CPU generator alone: CUDA's runs on untouched
+            return super().__getitems__(positions)
 
 
 def _check_files_exist(source: Source) -> None:

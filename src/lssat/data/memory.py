@@ -11,8 +11,10 @@ and counting of unreadable images, the same strict-mode error), into one contigu
 - the train split: the decoded images themselves (the random crop is drawn on the decoded image,
   as the per-item path does), (N, 3, H, W); images of different sizes are zero-padded to the
   largest and their own sizes kept. Each batch is then augmented at once (`BatchAugment`) with
-  per-sample parameters drawn from the dataset's own seeded `torch.Generator`, whose state
-  `state_dict` / `load_state_dict` save and restore.
+  per-sample parameters drawn from a generator seeded by the batch's first draw (seed, epoch, place:
+  `lssat.data.sampling.batch_seed`) when the positions come from the training sampler, so a
+  resumed run augments exactly as an uninterrupted one; plain positions draw from the dataset's
+  own seeded `torch.Generator` instead, whose state `state_dict` / `load_state_dict` save and restore.
 
 `plan_in_memory` decides, for ``in_memory: auto``, which splits take this path.
 """
@@ -31,6 +33,7 @@ from torch.utils.data import Dataset
 
 from lssat.data.batch_augment import BatchAugment, unbatched_options
 from lssat.data.loading import FaceDataset, FileImages
+from lssat.data.sampling import batch_seed
 from lssat.data.transforms import AugmentConfig, eval_transform
 from lssat.errors import DataError
 
@@ -66,6 +69,7 @@ class MemoryBatches(Dataset):
         self.train = augment is not None
         self.prepare = None if self.train else eval_transform(image_size, eval_crop)
         self.augment = BatchAugment(image_size, augment, tail=tail) if self.train else None
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         n = len(dataset)
         self._row = torch.full((n,), -1, dtype=torch.int64)   # row of each position in the store
@@ -143,6 +147,7 @@ class MemoryBatches(Dataset):
     # ---------------------------------------------------------------- batches
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
         """The batch dict of these positions (skipped images left out, as the per-item path does)."""
+        seed = batch_seed(self.seed, positions) if self.augment is not None else None
         pos = torch.as_tensor([int(p) for p in positions], dtype=torch.long)
         if not self.loaded:
             self.load()
@@ -154,7 +159,8 @@ class MemoryBatches(Dataset):
         images = self.images.index_select(0, rows)
         if self.augment is not None:
             sizes = self.sizes.index_select(0, rows)
-            images = self.augment(images, sizes[:, 0], sizes[:, 1], self.generator)
+            generator = self.generator if seed is None else torch.Generator().manual_seed(seed)
+            images = self.augment(images, sizes[:, 0], sizes[:, 1], generator)
         elif images.shape[-1] != self.image_size:  # cannot happen: eval images all have the output size
             raise DataError(f"in-memory eval images are {tuple(images.shape[-2:])}, expected {self.image_size}")
         index = pos.tolist()
@@ -176,7 +182,7 @@ class MemoryBatches(Dataset):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """The augmentation RNG state (for an exact resume)."""
+        """The state of the generator that plain (not `Draw`) positions draw their augmentation from."""
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

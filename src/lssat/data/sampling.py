@@ -2,17 +2,51 @@
 
 All choices are seeded: the training subset by the run's seed alone, the per-epoch draws by
 (seed, epoch), so every process of a distributed run draws the same sequence.
+
+The training sampler yields each position as a `Draw`: an int that also knows its epoch and its
+place in that epoch's sequence. The training augmentation seeds each batch from the draw of its
+first sample (`batch_seed`), so a batch's augmentation is a function of (seed, epoch, place) alone,
+whichever process or worker cuts it; and a run resumed in the middle of an epoch
+(`TrainSampler.resume_at`) skips the draws already trained on and gets the very same batches.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
 FRAME_MODES = ("even", "random")
+
+
+class Draw(int):
+    """A sampled position (an int, usable wherever one is) that knows where it was drawn: its
+    `epoch` and its place `draw` in that epoch's sequence of the training sampler."""
+
+    def __new__(cls, position: int, epoch: int, draw: int) -> Draw:
+        obj = super().__new__(cls, position)
+        obj.epoch = epoch
+        obj.draw = draw
+        return obj
+
+    def __reduce__(self) -> tuple[Any, tuple[int, int, int]]:  # to DataLoader workers and back
+        return Draw, (int(self), self.epoch, self.draw)
+
+    def __repr__(self) -> str:
+        return f"Draw({int(self)}, epoch={self.epoch}, draw={self.draw})"
+
+
+def batch_seed(seed: int, positions: Sequence[int]) -> int | None:
+    """The augmentation seed of a batch: a hash of (seed, epoch, draw) of its first sample, or
+    None when the positions are plain ints (not from a `TrainSampler`)."""
+    first = positions[0] if len(positions) else None
+    if not isinstance(first, Draw):
+        return None
+    words = [int(seed) % 2**64, int(first.epoch) % 2**64, int(first.draw) % 2**64]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def video_groups(video_ids: Sequence[str | None]) -> list[str | int]:
@@ -85,6 +119,11 @@ class TrainSampler(Sampler[int]):
     many draws with replacement, each record weighted by 1 / (its label's count among the
     candidates), so every label is drawn equally often in expectation. `set_epoch` is called by
     Lightning; iterating also advances the epoch, so plain loops see fresh draws too.
+
+    Positions come out as `Draw` ints. `resume_at(epoch, draws)` makes the next iteration of that
+    epoch start after its first `draws` draws (a run resumed mid-epoch). `epoch_source`, when set,
+    gives the epoch of each iteration instead (the trainer's own count: after some resumes
+    Lightning's `set_epoch` runs one ahead of the epoch it trains).
     """
 
     def __init__(self, candidates: np.ndarray, labels: Sequence[int | None], groups: Sequence[str | int],
@@ -99,12 +138,22 @@ class TrainSampler(Sampler[int]):
         self.balance = balance
         self.seed = seed
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+        self.epoch_source: Callable[[], int | None] | None = None
         self._fixed = None
         if frames_per_video is None or frame_mode == "even":  # the same candidates every epoch
             self._fixed = self._epoch_candidates(None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, draws: int = 0) -> None:
+        """Make the next iteration epoch `epoch` without its first `draws` draws (done already).
+
+        The next iteration is that epoch whenever it comes: a DataLoader with workers starts
+        iterating when Lightning sets it up, before the trainer's epoch count is restored."""
+        self.epoch = int(epoch)
+        self._resume = (int(epoch), max(0, int(draws)))
 
     def possible_positions(self) -> np.ndarray:
         """Every position some epoch can draw (the fixed candidates, or all of them with a random cap)."""
@@ -127,9 +176,15 @@ class TrainSampler(Sampler[int]):
         return rng.choice(candidates, size=len(candidates), replace=True, p=weights / weights.sum())
 
     def __iter__(self) -> Iterator[int]:
-        positions = self.epoch_positions(self.epoch)
-        self.epoch += 1
-        return iter(positions.tolist())
+        if self._resume is not None:
+            (epoch, start), self._resume = self._resume, None
+        else:
+            epoch = self.epoch_source() if self.epoch_source is not None else None
+            epoch, start = (self.epoch if epoch is None else epoch), 0
+        positions = self.epoch_positions(epoch)
+        start = min(start, len(positions))
+        self.epoch = epoch + 1
+        return (Draw(p, epoch, i) for i, p in enumerate(positions[start:].tolist(), start))
 
     def __len__(self) -> int:
         if self._fixed is not None:

@@ -30,21 +30,19 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from lssat.engine.module import LSSATModule, TrainingDiverged
 from lssat.errors import InputError
-from lssat.fileio import atomic_write_text
-from lssat.engine.record import finite_json
+from lssat.fileio import atomic_path, atomic_write_text, dumps_json
 
 NAMES = ("last", "best")
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
-    """Write the model's weights (safetensors) with JSON metadata in the header, atomically."""
+    """Write the model's weights (safetensors) with JSON metadata in the header (strict JSON: nan
+    and infinities as null), atomically, with the user's umask."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"lssat": json.dumps(finite_json(metadata))})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # the user's umask, not the 0600 safetensors gives its files
+        save_file(tensors, str(tmp), metadata={"lssat": dumps_json(metadata)})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -149,13 +147,18 @@ class RunCheckpoints(Checkpoint):
         self._saved_step = trainer.global_step
 
     def _save(self, trainer: Any, module: LSSATModule, name: str, val: dict[str, Any] | None) -> None:
-        trainer.save_checkpoint(str(self.path(name)), weights_only=False)
+        # written beside, then renamed over the old one: a kill while saving leaves the previous
+        # checkpoint whole, so --resume always finds a readable one
+        path = self.path(name)
+        tmp = path.with_name(f".{path.name}.partial")
+        trainer.save_checkpoint(str(tmp), weights_only=False)
         if trainer.is_global_zero:
+            os.replace(tmp, path)
             info = {"name": name, "epoch": trainer.current_epoch, "step": trainer.global_step,
                     "headline": module.task.headline, "value": None if val is None else val.get(module.task.headline),
                     "val": val, "best_epoch": self.best_epoch, "best_value": self.best_value}
             save_weights(module.model, self.path(name, ".safetensors"), {**module.metadata, **info})
-            atomic_write_text(self.path(name, ".json"), json.dumps(finite_json(info), indent=2))
+            atomic_write_text(self.path(name, ".json"), dumps_json(info, indent=2))
         trainer.strategy.barrier("lssat-checkpoint")
 
     def state_dict(self) -> dict[str, Any]:

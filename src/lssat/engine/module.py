@@ -11,8 +11,10 @@
   The test split's per-sample predictions (index, target, score, video_id, subgroups) are kept in
   `predictions["test"]` (numpy arrays, every rank's samples gathered, sorted by index).
 - `configure_optimizers`: AdamW + per-step warm-up/cosine (`lssat.engine.optim`).
-- Checkpoints carry ``checkpoint["lssat"]`` (plain metadata: config, task, recipe) and the masking
-  generator's state, so a resumed run draws the same masks as an uninterrupted one.
+- Checkpoints carry ``checkpoint["lssat"]`` (plain metadata: config, task, recipe) and, per rank,
+  every random state a step draws from (Python, NumPy, torch CPU/CUDA, the masking generator:
+  `rng_states`), so a resumed run draws the same masks and dropout as an uninterrupted one (the
+  data's own draws are a function of the seed, epoch and position: `lssat.data.sampling`).
 """
 
 from __future__ import annotations
@@ -307,8 +309,67 @@ class LSSATModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lssat"] = self.metadata
         checkpoint["lssat_mask_rng"] = self.mask_generator.get_state()
+        states = rng_states(self.mask_generator)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_available() \
+                and torch.distributed.is_initialized():  # every rank saves (dump_checkpoint runs on all)
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            checkpoint["lssat_rng"] = gathered
+        else:
+            checkpoint["lssat_rng"] = [states]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("lssat_mask_rng")
+        ranks = checkpoint.get("lssat_rng")
+        if isinstance(ranks, list) and ranks:
+            rank = self.global_rank if self.global_rank < len(ranks) else 0
+            restore_rng_states(ranks[rank], self.mask_generator)
+            return
+        state = checkpoint.get("lssat_mask_rng")  # a checkpoint from before the other states were saved
         if isinstance(state, torch.Tensor):
             self.mask_generator.set_state(state)
+
+
+def rng_states(mask_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a training step draws from: Python's, NumPy's and torch's global
+    generators (CPU, and CUDA when in use) and the masking generator, as tensors and plain data
+    (so a checkpoint stays loadable with ``torch.load(weights_only=True)``)."""
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=True)
+    out: dict[str, Any] = {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), int(numpy_state[2]),
+                  int(numpy_state[3]), float(numpy_state[4])],
+        "torch": torch.random.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    if mask_generator is not None:
+        out["mask"] = mask_generator.get_state()
+    return out
+
+
+def restore_rng_states(states: Mapping[str, Any], mask_generator: torch.Generator | None = None) -> None:
+    """Set the generators back to what `rng_states` saved (the parts it holds)."""
+    import random
+
+    import numpy as np
+
+    if states.get("python") is not None:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
+    if states.get("numpy") is not None:
+        name, key, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if isinstance(states.get("torch"), torch.Tensor):
+        torch.random.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        cuda = list(states["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    if mask_generator is not None and isinstance(states.get("mask"), torch.Tensor):
+        mask_generator.set_state(states["mask"])

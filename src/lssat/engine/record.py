@@ -5,7 +5,8 @@ Fields (all present in every record; values may be null where not measured)::
     lssat_run        format version (1)
     run_id           short hash of the resolved config (`RunConfig.run_id`)
     name             the config's name (or null)
-    status           "running", "done" or "failed"
+    status           "running", "done" or "failed"; a reader that finds "running" in a folder
+                     whose run has no live process reports "interrupted" (`run_status`)
     error            the one-line error of a failed run, else null
     config           the resolved config (plain data)
     recipe           the recipe the model was built from (every field), and its M/R/C "label"
@@ -22,7 +23,16 @@ Fields (all present in every record; values may be null where not measured)::
     predictions      {"test": "predictions/test.npz"}: the per-sample test predictions of the tested
                      weights, relative to the run folder (`write_predictions`), or null
     versions         python, torch, timm, lightning, torchmetrics, lssat
+    process          {"pid", "host"}: the process that writes the record (rank 0)
+    attempts         the earlier starts of this run in this folder, oldest first, one line each:
+                     {"status" ("interrupted": killed while running; "failed"; "done"), "started",
+                     "finished", "error", "resumed_from", "process", "step" (of its last checkpoint),
+                     "noted" (when this start found it)}
     seed, resumed_from, started, finished, notes
+
+While it trains, the run holds the folder's lock (`lssat.fileio.folder_lock`, released by the
+kernel when the process dies however it dies): a second `lssat train` of the same run says who
+holds it, and a record still saying "running" in an unlocked folder is an interrupted run.
 
 Every nan is written as null (strict JSON). The file is replaced atomically, so a reader (the
 benchmark runner) sees either the previous record or the new one, never half of one.
@@ -31,8 +41,9 @@ benchmark runner) sees either the previous record or the new one, never half of 
 from __future__ import annotations
 
 import json
-import math
+import os
 import platform
+import socket
 import resource
 import sys
 import time
@@ -42,7 +53,7 @@ from typing import Any
 
 import torch
 
-from lssat.fileio import atomic_write_text
+from lssat.fileio import apply_umask, atomic_write_text, dumps_json, finite_json, lock_holder  # noqa: F401 (finite_json: re-exported)
 
 FORMAT_VERSION = 1
 FILENAME = "run_record.json"
@@ -85,24 +96,50 @@ def new_record(run_id: str, config: dict[str, Any], seed: int) -> dict[str, Any]
                  "peak_memory_bytes": None, "peak_memory_kind": None, "wall_time_s": None},
         "trainer": None, "predictions": None, "versions": versions(), "seed": seed, "resumed_from": None,
         "started": now_iso(), "finished": None, "notes": [],
+        "process": {"pid": os.getpid(), "host": socket.gethostname()}, "attempts": [],
     }
 
 
-def finite_json(value: Any) -> Any:
-    """A copy with every nan or infinite float replaced by None (strict JSON), tuples as lists."""
-    if isinstance(value, float) and not math.isfinite(value):
+def run_status(record: dict[str, Any], folder: str | Path) -> str:
+    """The status of a record found in `folder`: its own, except "interrupted" for a record that
+    still says "running" while no process holds the folder's lock (the run was killed)."""
+    status = str(record.get("status"))
+    if status == "running" and lock_holder(folder) is None:
+        return "interrupted"
+    return status
+
+
+def earlier_attempts(folder: str | Path) -> list[dict[str, Any]]:
+    """The `attempts` list for a new start of the run in `folder`: the previous record's attempts
+    plus the previous record itself (an "interrupted" attempt if it still said "running"; the
+    caller holds the folder's lock, so no process is running it). Empty without a readable record."""
+    try:
+        previous = json.loads((Path(folder) / FILENAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    attempts = [a for a in previous.get("attempts") or [] if isinstance(a, dict)]
+    status = previous.get("status")
+    step = _checkpoint_step(Path(folder) / "checkpoints" / "last.json") if status == "running" else \
+        (previous.get("trainer") or {}).get("global_step")
+    attempts.append({"status": "interrupted" if status == "running" else status,
+                     "started": previous.get("started"), "finished": previous.get("finished"),
+                     "error": previous.get("error"), "resumed_from": previous.get("resumed_from"),
+                     "process": previous.get("process"), "step": step, "noted": now_iso()})
+    return attempts
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError, AttributeError):
         return None
-    if isinstance(value, dict):
-        return {str(k): finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    return value
 
 
 def write_record(folder: str | Path, record: dict[str, Any]) -> Path:
     """Write `run_record.json` atomically (nan and inf -> null); returns its path."""
-    return atomic_write_text(Path(folder) / FILENAME,
-                             json.dumps(finite_json(record), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(Path(folder) / FILENAME, dumps_json(record, indent=2) + "\n")
 
 
 PREDICTIONS_DIR = "predictions"
@@ -127,6 +164,7 @@ def write_predictions(folder: str | Path, split: str, arrays: dict[str, Any]) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npz", dir=target.parent)
     try:
+        apply_umask(fd)
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
         os.replace(tmp, target)
@@ -137,8 +175,12 @@ def write_predictions(folder: str | Path, split: str, arrays: dict[str, Any]) ->
 
 
 def read_record(folder: str | Path) -> dict[str, Any]:
-    """The run record of a run folder."""
-    return json.loads((Path(folder) / FILENAME).read_text(encoding="utf-8"))
+    """The run record of a run folder; "status" is "interrupted" where the record says "running"
+    but no process runs it (`run_status`)."""
+    record = json.loads((Path(folder) / FILENAME).read_text(encoding="utf-8"))
+    if isinstance(record, dict) and record.get("status") == "running":
+        record["status"] = run_status(record, folder)
+    return record
 
 
 class Stopwatch:

@@ -44,7 +44,8 @@ from lssat.errors import ConfigError, InputError, LssatError
 _QUIET = ("does not have many workers", "sync_dist=True", "is smaller than the logging interval",
           "`training_step` returned `None`", "Trying to infer the `batch_size`", "The number of training batches",
           "isinstance(treespec, LeafSpec)",
-          "You have overridden `transfer_batch_to_device`")
+          "You have overridden `transfer_batch_to_device`",
+          "make your dataloader resumable")  # the data module resumes mid-epoch itself (single process)
 
 
 @dataclass
@@ -244,8 +245,21 @@ def _metadata(cfg: RunConfig, recipe: Any, task: Any, model: Any, dm: FaceDataMo
             "header": {k: v for k, v in dataclasses.asdict(dm.header).items() if k != "info"}}
 
 
-def train(cfg: RunConfig, resume: bool | str | None = None) -> RunResult:
-    """Train, validate, test and record one run (see the module docstring)."""
+def train(cfg: RunConfig, resume: bool | str | None = None, *, wait: bool = False) -> RunResult:
+    """Train, validate, test and record one run (see the module docstring).
+
+    The run folder is locked while it trains (rank 0 holds the lock): another process on the same
+    run raises `lssat.fileio.FolderInUse` naming the holder, or with `wait` waits for it first.
+    """
+    from lssat.fileio import folder_lock
+
+    if not env_rank_zero():
+        return _train(cfg, resume)
+    with folder_lock(Path(cfg.output_dir) / cfg.run_id, "run folder", wait=wait):
+        return _train(cfg, resume)
+
+
+def _train(cfg: RunConfig, resume: bool | str | None) -> RunResult:
     from lssat.models.lssat import count_parameters
 
     _quiet()
@@ -271,6 +285,7 @@ def train(cfg: RunConfig, resume: bool | str | None = None) -> RunResult:
     if cfg.trainer.scheme == "supervised" and recipe.name.endswith("/supervised"):
         record["notes"].append("scheme supervised: the recipe's auxiliary branches were not built")
     if env_rank_zero():
+        record["attempts"] = rec.earlier_attempts(folder)  # a killed attempt is noted as interrupted
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder / "config.yaml")
         (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
