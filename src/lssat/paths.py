@@ -22,8 +22,10 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_I
 
 
 def file_problem(path: str | os.PathLike) -> str | None:
-    """Why `path` cannot be read as an input file ("not found", "a named pipe, not a regular
-    file", ...), or None when it is a regular file. Never opens the file."""
+    """Why `path` cannot be read as an input file ("not found", "is a named pipe, not a regular
+    file", ...), or None when it is a regular file. Never opens the file.
+
+    The text reads on from a noun: f"{path}: index file {problem}"."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -31,15 +33,15 @@ def file_problem(path: str | os.PathLike) -> str | None:
     except NotADirectoryError:
         return "not found (a part of the path is a file, not a folder)"
     except PermissionError:
-        return "permission denied"
+        return "cannot be read (permission denied)"
     except OSError as err:
-        return err.strerror or str(err)
+        return f"cannot be read ({err.strerror or err})"
     if stat.S_ISREG(mode):
         return None
     for test, kind in _KINDS:
         if test(mode):
-            return f"{kind}, not a regular file"
-    return "not a regular file"
+            return f"is {kind}, not a regular file"
+    return "is not a regular file"
 
 
 def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = DataError,

@@ -305,9 +305,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is too large")
+    return value
+
+
 def _parse_line(line: str, where: str) -> dict[str, Any]:
     try:
-        data = json.loads(line, parse_constant=_reject_constant)
+        data = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
         raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     except ValueError as err:  # NaN / Infinity, or an integer too long to convert

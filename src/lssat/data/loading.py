@@ -217,10 +217,8 @@ def read_image_file(path: str | os.PathLike) -> bytes:
     from lssat.paths import file_problem
 
     problem = file_problem(path)
-    if problem == "not found":
-        raise ImageDecodeError(f"{path}: image file not found", "image file not found")
     if problem is not None:
-        raise ImageDecodeError(f"{path}: cannot read image file ({problem})", problem)
+        raise ImageDecodeError(f"{path}: image file {problem}", f"image file {problem}")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_IMAGE_FILE_BYTES + 1)

@@ -266,8 +266,9 @@ def _per_image(root: Path, options: argparse.Namespace, skipped: Counter, stats:
             landmarks = None
             if stem + "_lnd.npy" in ann_files:
                 lnd = annotations / (stem + "_lnd.npy")
+                array = _npy_array(lnd)
                 try:
-                    v = _npy_array(lnd).astype(float).reshape(-1)
+                    v = array.astype(float).reshape(-1)
                 except (ValueError, TypeError):
                     raise DataError(f"{lnd}: landmarks must be numbers") from None
                 if v.size == 2 * N_LANDMARKS and np.isfinite(v).all():
