@@ -105,6 +105,9 @@ def build_optimizer(params: Iterable[dict], lr: float, weight_decay: float,
                     betas: tuple[float, float]) -> torch.optim.AdamW:
     """AdamW over the given parameter groups (each group carries its own weight decay)."""
     groups = [g for g in params if g["params"]]
-    # foreach: one fused kernel per group instead of one per tensor; torch turns it on by default on
-    # GPUs only, but small models on a CPU spend a tenth of their step in the per-tensor loop
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+    # fused: one kernel per tensor for the whole update (torch has it on CPU and CUDA); small models on
+    # a CPU spend a sixth of their step in the optimizer otherwise (half that fused). Elsewhere
+    # (MPS, XLA, ...) foreach: one call per group instead of one per tensor.
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fast = {"fused": True} if devices <= {"cpu", "cuda"} else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **fast)
