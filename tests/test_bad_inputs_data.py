@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 from test_importers import jpeg, make_affectnet_legacy, make_affectnet_per_image, make_celeba, make_dfb_ff, make_ffpp
 from test_infer import save_checkpoint, tiny_model, tiny_spec
 
@@ -592,3 +592,23 @@ def test_honest_small_jpegs_pass_the_size_check():
             buf = io.BytesIO()
             Image.new(mode, (1000, 1000), colour).save(buf, "JPEG", **options)
             assert loading.decode_image_bytes(buf.getvalue()).shape == (3, 1000, 1000)
+
+
+def test_a_large_jpeg_without_memory_to_decode_it_is_one_reason(tmp_path, monkeypatch):
+    """Large JPEGs go through PIL, whose failed allocation is a MemoryError, not torchvision's
+    decoder, where libtorch prints a C++ backtrace to stderr first; the MemoryError is one reason."""
+    def no_torchvision(*args, **kwargs):
+        raise AssertionError("a large JPEG reached torchvision's decoder")
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(loading, "decode_jpeg", no_torchvision)
+    monkeypatch.setattr(loading, "_TORCHVISION_MAX_PIXELS", 32 * 32)
+    path = tmp_path / "large.jpg"
+    Image.new("L", (40, 40), 90).save(path, "JPEG")
+    assert loading.decode_image_file(path).shape == (3, 40, 40)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    with pytest.raises(loading.ImageDecodeError) as err:
+        loading.decode_image_file(path)
+    assert str(err.value) == f"{path}: unreadable image (not enough memory to decode it)"

@@ -52,7 +52,8 @@ def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = Dat
         raise error(f"{path}: {what} {problem}")
     try:
         with open(path, "rb") as f:
-            data = f.read(limit + 1)  # a file may grow after stat; never read past the limit
+            # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth), capped
+            data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
     except OSError as err:
         raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
     if len(data) > limit:

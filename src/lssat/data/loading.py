@@ -82,8 +82,8 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     """
     try:
         if data[:3] == _JPEG_MAGIC:
-            _check_jpeg_header(data)
-            if decode_jpeg is not None:
+            pixels = _check_jpeg_header(data)
+            if decode_jpeg is not None and pixels <= _TORCHVISION_MAX_PIXELS:
                 buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
@@ -126,6 +126,10 @@ NOT_AN_IMAGE = "not a recognised image format"
 #: Images with more pixels than this are refused before decoding (PIL's decompression-bomb limit).
 MAX_IMAGE_PIXELS = 89_478_485
 
+#: Larger JPEGs are decoded by PIL, which reports a failed allocation as MemoryError; torchvision's
+#: decoder has libtorch print a C++ backtrace to stderr first.
+_TORCHVISION_MAX_PIXELS = 1 << 24
+
 #: Image files larger than this are refused without being read.
 MAX_IMAGE_FILE_BYTES = 512 * 2**20
 
@@ -155,16 +159,17 @@ def _too_many_pixels(reason: str) -> str:
 _JPEG_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
 
 
-def _check_jpeg_header(data: bytes) -> None:
-    """Refuse a JPEG over the pixel limit, or one whose scan data is too short for its dimensions."""
+def _check_jpeg_header(data: bytes) -> int:
+    """Refuse a JPEG over the pixel limit, or one whose scan data is too short for its dimensions.
+    Returns its number of pixels (0 when the header could not be parsed)."""
     frame = _jpeg_frame(data)
     if frame is None:
-        return  # malformed headers are left to the decoder, which says what is wrong
+        return 0  # malformed headers are left to the decoder, which says what is wrong
     marker, width, height, sampling, scan_start = frame
     _check_pixels(width, height)
     bits = _JPEG_MIN_BITS_PER_BLOCK.get(marker)
     if not bits or not height or not width or scan_start is None:
-        return
+        return width * height
     hmax, vmax = max(h for h, _ in sampling), max(v for _, v in sampling)
     blocks = sum(_ceil_div(_ceil_div(width * h, hmax), 8) * _ceil_div(_ceil_div(height * v, vmax), 8)
                  for h, v in sampling)
@@ -172,6 +177,7 @@ def _check_jpeg_header(data: bytes) -> None:
     if have * 8 < blocks * bits:
         raise _BadImage(f"truncated or corrupt JPEG: the header says {width}x{height} pixels but the file "
                         f"holds {have} bytes of image data, too few for that size")
+    return width * height
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -192,21 +198,21 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]], int 
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             i += 2
             continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        segment = data[i + 4:i + 2 + length]
+        if marker == 0xD9:  # end of image
+            break
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker == 0xDA:
+            return (*frame, i + 2 + length) if frame is not None else None
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if len(segment) < 6 or len(segment) < 6 + 3 * segment[5] or segment[5] == 0:
+            segment = data[i + 4:i + 2 + length]
+            if len(segment) < 6 or segment[5] == 0 or len(segment) < 6 + 3 * segment[5]:
                 return None
-            height = int.from_bytes(segment[1:3], "big")
-            width = int.from_bytes(segment[3:5], "big")
+            height = (segment[1] << 8) | segment[2]
+            width = (segment[3] << 8) | segment[4]
             sampling = [(segment[7 + 3 * k] >> 4, segment[7 + 3 * k] & 15) for k in range(segment[5])]
             if any(h == 0 or v == 0 for h, v in sampling):
                 return None
             frame = (marker, width, height, sampling)
-        elif marker == 0xDA:
-            return (*frame, i + 2 + length) if frame is not None else None
-        elif marker == 0xD9:
-            break
         i += 2 + length
     return (*frame, None) if frame is not None else None
 
@@ -221,7 +227,8 @@ def read_image_file(path: str | os.PathLike) -> bytes:
         raise ImageDecodeError(f"{path}: image file {problem}", f"image file {problem}")
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_IMAGE_FILE_BYTES + 1)
+            # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth), capped
+            data = f.read(min(os.fstat(f.fileno()).st_size, MAX_IMAGE_FILE_BYTES) + 1)
     except OSError as err:
         raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})", str(err.strerror or err)) from None
     if len(data) > MAX_IMAGE_FILE_BYTES:
