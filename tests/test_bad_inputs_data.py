@@ -612,3 +612,13 @@ def test_a_large_jpeg_without_memory_to_decode_it_is_one_reason(tmp_path, monkey
     with pytest.raises(loading.ImageDecodeError) as err:
         loading.decode_image_file(path)
     assert str(err.value) == f"{path}: unreadable image (not enough memory to decode it)"
+
+
+def test_in_memory_size_estimate_skips_a_fifo(tmp_path):
+    from lssat.data.loading import FaceDataset, FileImages
+    from lssat.data.memory import estimate_bytes
+
+    good_png(tmp_path / "a.png")
+    replace_with_fifo(tmp_path / "b.png")
+    dataset = FaceDataset([Record("b.png", "train", 0), Record("a.png", "train", 1)], FileImages(tmp_path))
+    assert estimate_bytes(dataset, np.arange(2), 32, train=True) == 3.0 * 32 * 32 * 2

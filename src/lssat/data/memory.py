@@ -36,6 +36,7 @@ from lssat.data.loading import FaceDataset, FileImages
 from lssat.data.sampling import batch_seed
 from lssat.data.transforms import AugmentConfig, eval_transform
 from lssat.errors import DataError
+from lssat.paths import file_problem
 
 MAX_IMAGE_SIZE = 128  # auto mode: only for image_size up to this
 _CHUNK = 256
@@ -235,8 +236,11 @@ def estimate_bytes(dataset: FaceDataset, positions: np.ndarray, image_size: int,
     if n > _HEADER_SAMPLE:
         positions = positions[np.linspace(0, n - 1, _HEADER_SAMPLE).round().astype(int)]
     for count, p in enumerate(positions.tolist(), start=1):
+        path = images.root / dataset.records[p].path
+        if file_problem(path) is not None:  # never open a pipe or device: it can block
+            continue
         try:
-            with Image.open(images.root / dataset.records[p].path) as im:
+            with Image.open(path) as im:
                 w, h = im.size
         except (OSError, ValueError, Image.DecompressionBombError):
             continue
