@@ -218,5 +218,5 @@ def _try_lock(fd: int, tries: int = 5) -> bool:
             return True
         except BlockingIOError:
             if attempt + 1 < tries:
-                time.sleep(0.05 * (attempt + 1))
+                time.sleep(0.02 * (attempt + 1))
     return False

@@ -31,7 +31,7 @@ import yaml
 
 from lssat.bench import adapter
 from lssat.bench.spec import Cell
-from lssat.fileio import atomic_write_text
+from lssat.fileio import FolderInUse, atomic_write_text
 from lssat.errors import ConfigError, MissingDependencyError
 
 LAUNCHERS = ("local", "subprocess", "slurm")
@@ -94,6 +94,8 @@ def _train_one(cell: Cell, run_dir: Path, train_fn: TrainFn, resume: bool) -> tu
     try:
         try:
             record = dict(train_fn(cell.config, run_dir, resume) or {})
+        except FolderInUse:
+            raise  # another process is training this cell: its checkpoints are not broken
         except Exception:
             if not resume:
                 raise

@@ -11,6 +11,10 @@
    only this process writes the store);
 4. writes the report (optional).
 
+One `run_benchmark` at a time per benchmark folder: the folder is locked while it runs (a second
+``lssat bench`` on it says which process holds it and exits with status 2, or waits with --wait),
+and each cell's run folder is locked by the engine while the cell trains.
+
 A cell is done only when its run record says so; a failing cell is stored with its error and the
 grid goes on; Ctrl-C (or SIGTERM) stops after nothing worse than losing the running cell's progress
 since its last checkpoint.

@@ -26,11 +26,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from lssat.engine.record import finite_json
     from lssat.engine.run import evaluate
+    from lssat.fileio import dumps_json
 
     result = evaluate(args.checkpoint, args.index, args.split, batch_size=args.batch_size,
                       num_workers=args.num_workers, accelerator=args.accelerator, progress=not args.quiet)
@@ -48,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         path = Path(args.output)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(finite_json(result), indent=2) + "\n", encoding="utf-8")
+        path.write_text(dumps_json(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
     return 0

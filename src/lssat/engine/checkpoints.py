@@ -3,12 +3,18 @@
 A run folder's ``checkpoints/`` holds, for NAME in (last, best):
 
 - ``NAME.ckpt``: Lightning's full checkpoint (weights, optimizer, scheduler, loop counters,
-  callback states, the masking generator): what ``--resume`` continues from. It holds only
-  tensors and plain Python data, so Lightning loads it with ``torch.load(weights_only=True)``.
+  callback states, every random state per rank (`lssat.engine.module.rng_states`), the data
+  module's place in the epoch's draws): what ``--resume`` continues from, to the same weights bit
+  for bit as an uninterrupted run on a CPU with deterministic settings. It holds only tensors and
+  plain Python data, so Lightning loads it with ``torch.load(weights_only=True)``. It is written
+  beside (``.NAME.ckpt.partial``) and renamed over the old one, so a kill while saving leaves the
+  previous checkpoint whole.
 - ``NAME.safetensors``: the model's weights alone, with the run's metadata (config, task, recipe,
   epoch, step, validation metrics) as JSON in the file's header: what `lssat eval` and inference
   load. Nothing in it can run code.
 - ``NAME.json``: that metadata, readable.
+
+The JSON (file and header) is strict: nan and infinities are null. Files get the user's umask.
 
 `last` is written at the end of every training epoch, `best` when the validation headline improves
 (`Task.is_better`; nan never wins; epochs of the pretrain stage are not candidates). With
@@ -62,7 +68,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The model state dict and run metadata of a checkpoint (.safetensors, .ckpt, or a run folder).
 
-    Lightning checkpoints are read with ``torch.load(weights_only=True)``.
+    Lightning checkpoints are read with ``torch.load(weights_only=True)``. Weights that are not
+    all finite (nan or infinite) are refused: they would predict nan.
     """
     path = resolve_checkpoint(path)
     if path.suffix == ".safetensors":
@@ -79,19 +86,56 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             metadata = json.loads(header.get("lssat", "{}"))
         except json.JSONDecodeError:
             raise InputError(f"{path}: its lssat metadata is not valid JSON") from None
-        return state, metadata
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors of many kinds: report them in one line
-        raise InputError(f"{path}: cannot load checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise InputError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    metadata = dict(ckpt.get("lssat") or {})
-    metadata.setdefault("epoch", ckpt.get("epoch"))
-    metadata.setdefault("step", ckpt.get("global_step"))
+        if not isinstance(metadata, dict):
+            raise InputError(f"{path}: its lssat metadata is not a JSON object")
+    else:
+        ckpt = read_lightning_checkpoint(path)
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        metadata = dict(ckpt.get("lssat") or {})
+        metadata.setdefault("epoch", ckpt.get("epoch"))
+        metadata.setdefault("step", ckpt.get("global_step"))
+    check_finite(state, path)
     return state, metadata
+
+
+def read_lightning_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint read as Lightning reads it (``torch.load(weights_only=True)``), every
+    failure an InputError naming the file: truncated, not a checkpoint, or holding Python objects
+    (refused: unpickling them could run code). `mmap`: map the tensors instead of reading them."""
+    import pickle
+
+    path = Path(path)
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not mmap or "mmap" not in str(err):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # an old, non-zip file
+    except OSError:
+        raise  # permission denied and the like: the command line names the file and the problem
+    except Exception as err:  # noqa: BLE001 - pickle, zip and unpickler errors all mean "not usable"
+        text = str(err).strip()
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in text:
+            raise InputError(f"{path}: refused, the checkpoint holds Python objects besides tensors and plain "
+                             f"data (unpickling it could run code)") from None
+        if isinstance(err, EOFError) or "central directory" in text or "zip archive" in text:
+            raise InputError(f"{path}: truncated or not a checkpoint file (cannot read it as a zip archive)") from None
+        first = text.splitlines()[0][:200] if text else ""
+        raise InputError(f"{path}: cannot load checkpoint ({type(err).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise InputError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def check_finite(state: dict[str, Any], path: str | Path) -> None:
+    """An InputError naming the file and the first tensor of `state` that holds a nan or an infinity."""
+    from lssat.models.weights import first_non_finite
+
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise InputError(f"{path}: weight {bad!r} is not finite (nan or inf); refusing weights that would "
+                         f"predict nan")
 
 
 class RunCheckpoints(Checkpoint):

@@ -121,8 +121,8 @@ def earlier_attempts(folder: str | Path) -> list[dict[str, Any]]:
         return []
     attempts = [a for a in previous.get("attempts") or [] if isinstance(a, dict)]
     status = previous.get("status")
-    step = _checkpoint_step(Path(folder) / "checkpoints" / "last.json") if status == "running" else \
-        (previous.get("trainer") or {}).get("global_step")
+    step = (previous.get("trainer") or {}).get("global_step") if status == "done" else \
+        _checkpoint_step(Path(folder) / "checkpoints" / "last.json")
     attempts.append({"status": "interrupted" if status == "running" else status,
                      "started": previous.get("started"), "finished": previous.get("finished"),
                      "error": previous.get("error"), "resumed_from": previous.get("resumed_from"),

@@ -75,8 +75,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, spec: Model
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
+        from lssat.fileio import apply_umask, dumps_json
+
         save_file(state, str(path))
-        path.with_suffix(".json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
+        apply_umask(path)  # safetensors makes its files 0600
+        path.with_suffix(".json").write_text(dumps_json(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
     else:
         torch.save({"lssat_checkpoint": CHECKPOINT_VERSION, "spec": spec.to_dict(), "state_dict": state}, path)
     return path
@@ -102,21 +105,39 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[ModelSpec, dict[str,
         raise DataError(f"{path}: not a weights-only lssat checkpoint ({reason})") from None
     if not isinstance(data, dict) or "spec" not in data or "state_dict" not in data:
         raise DataError(f"{path}: not an lssat checkpoint (expected the keys 'spec' and 'state_dict')")
-    return ModelSpec.from_dict(data["spec"], str(path)), data["state_dict"]
+    if not isinstance(data["spec"], dict) or not isinstance(data["state_dict"], dict):
+        raise DataError(f"{path}: not an lssat checkpoint ('spec' and 'state_dict' must be mappings)")
+    return ModelSpec.from_dict(data["spec"], str(path)), _finite(data["state_dict"], path)
+
+
+def _finite(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`state`, or a DataError naming the file and its first tensor holding a nan or an infinity."""
+    from lssat.models.weights import first_non_finite
+
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise DataError(f"{path}: weight {bad!r} is not finite (nan or inf); refusing weights that would predict nan")
+    return state
 
 
 def _read_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta = path.with_suffix(".json")
     if not meta.is_file():
         raise DataError(f"{path}: no {meta.name} beside it with the model's description")
     try:
-        spec = ModelSpec.from_dict(json.loads(meta.read_text(encoding="utf-8")), str(path))
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise DataError(f"{meta}: expected a JSON object describing the model")
+        spec = ModelSpec.from_dict(data, str(path))
         state = load_file(str(path))
-    except (ValueError, OSError) as err:
+    except DataError:
+        raise
+    except (ValueError, OSError, SafetensorError) as err:
         raise DataError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:160]})") from None
-    return spec, state
+    return spec, _finite(state, path)
 
 
 def _is_spec_json(path: Path) -> bool:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lssat.errors import ConfigError, InputError
+from lssat.fileio import dumps_json
 
 FORMATS = ("onnx", "torchscript")
 INPUT_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
@@ -122,7 +123,7 @@ def _export_onnx(graph: nn.Module, example: torch.Tensor, output: Path, meta: di
     model = onnx.load_from_string(buffer.getvalue())
     for key, value in meta.items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)  # every value JSON-encoded
+        entry.key, entry.value = key, dumps_json(value)  # every value JSON-encoded (strict: nan -> null)
     onnx.checker.check_model(model)
     onnx.save(model, str(output))
 
@@ -133,7 +134,7 @@ def _export_torchscript(graph: nn.Module, example: torch.Tensor, output: Path, m
         with torch.no_grad():
             traced = torch.jit.trace(graph, (example,), check_trace=False)
         traced = torch.jit.freeze(traced.eval())
-        torch.jit.save(traced, str(output), _extra_files={"lssat.json": json.dumps(meta)})
+        torch.jit.save(traced, str(output), _extra_files={"lssat.json": dumps_json(meta)})
     except Exception as err:  # noqa: BLE001
         raise InputError(f"TorchScript export failed: {str(err).splitlines()[0][:200]}") from None
     finally:

@@ -178,8 +178,10 @@ def _score_values(result: FileResult, columns: list[str]) -> list[str]:
 
 
 def to_json(results: Sequence[FileResult]) -> str:
-    """One JSON object per line (JSON Lines)."""
-    return "".join(json.dumps(r.to_dict()) + "\n" for r in results)
+    """One JSON object per line (JSON Lines), strict JSON (a nan or infinite score is null)."""
+    from lssat.fileio import dumps_json
+
+    return "".join(dumps_json(r.to_dict()) + "\n" for r in results)
 
 
 def to_csv(results: Sequence[FileResult]) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from lssat.data.index import Index, IndexHeader, Record, write_index
 from lssat.errors import ConfigError, DataError, InputError, LssatError
-from lssat.fileio import atomic_write_text
+from lssat.fileio import atomic_write_text, dumps_json
 from lssat.preprocess.align import check_crop_settings, crop_faces
 from lssat.preprocess.faces import DETECTORS, FaceDetector, make_detector
 from lssat.preprocess.frames import VIDEO_EXTENSIONS, is_video_path, sample_frames
@@ -167,7 +167,7 @@ def jobs_from_folder(root: Path, label: int, split: str = "test", method: str | 
 # ---------------------------------------------------------------- one video
 
 def _atomic_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1))
+    atomic_write_text(path, dumps_json(data, indent=1))
 
 
 def _manifest_path(out: Path, video_id: str) -> Path:
