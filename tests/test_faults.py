@@ -322,3 +322,17 @@ def test_resumed_sampler_gives_the_same_augmented_batches(tmp_path, settings):
     end = make_dm(index, batch_size=4, **settings)
     end.load_state_dict({"train": {"epoch": 0, "batches": 6, "batch_size": 4, "world_size": 1, "epoch_done": True}})
     assert_same_batches(batches(end.train_dataloader()), epochs[1])
+
+
+def test_bench_dry_run_shows_a_killed_cell_as_interrupted(tmp_path, capsys):
+    from lssat.bench.launchers import run_dir_of
+    from lssat.bench.spec import load_spec
+
+    cell = load_spec("quick").cells()[0]
+    run = run_dir_of(tmp_path, cell) / "abc123"
+    run.mkdir(parents=True)
+    (run / "run_record.json").write_text(json.dumps({"status": "running"}))
+    assert main(["bench", "quick", "-o", str(tmp_path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("interrupted ") and lines[0].endswith(str(run_dir_of(tmp_path, cell)))
+    assert all(line.startswith("pending ") for line in lines[1:-1])

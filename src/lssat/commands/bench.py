@@ -96,6 +96,7 @@ def _terminate(signum, frame):  # Slurm and `kill` send SIGTERM: stop like Ctrl-
 
 
 def run(args: argparse.Namespace) -> int:
+    from lssat.bench.adapter import read_record
     from lssat.bench.launchers import run_dir_of
     from lssat.bench.runner import run_benchmark
     from lssat.bench.spec import load_spec
@@ -128,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         cells = spec.cells()
         for cell in cells:
             state = entries.get(cell.cell_id, {}).get("status", "pending")
+            if state != "done":  # a cell training now, or killed while training, says so
+                found = (read_record(run_dir_of(out, cell)) or {}).get("status")
+                state = found if found in ("running", "interrupted") else state
             print(f"{state:8s} {cell.label}  {run_dir_of(out, cell)}")
         print(f"{len(cells)} cells, {sum(entries.get(c.cell_id, {}).get('status') == 'done' for c in cells)} done")
         return 0
