@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -152,6 +153,7 @@ class TrainerConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {list(self.betas)}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        _check_devices(self.devices)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.scheme not in SCHEMES:
@@ -218,6 +220,34 @@ class RunConfig:
             node.pop(last, None)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
+# what Lightning takes as `devices`: auto, a count (-1: all), or device indices "0,1" / [0, 1]
+_DEVICES = re.compile(r"^(auto|-1|\d+|\d+(,\d+)*,?)$")
+
+
+def _check_devices(devices: Any) -> None:
+    if isinstance(devices, str):
+        ok = bool(_DEVICES.match(devices.strip()))
+    elif isinstance(devices, list):
+        ok = bool(devices) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    else:
+        ok = devices >= -1
+    if not ok:
+        raise ConfigError(f"trainer.devices must be auto, a device count (-1 for all), or device indices such as "
+                          f"[0, 1] or \"0,1\", got {devices!r}")
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """A ConfigError naming the first nan or infinite number in a config tree."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key or 'config'}: expected a finite number, got {value}")
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            _check_finite(item, f"{key}.{sub}" if key else str(sub))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{key}[{i}]")
 
 
 def _at_least(key: str, value: Any, low: float) -> None:
@@ -452,6 +482,7 @@ def config_from_dict(tree: Mapping[str, Any]) -> RunConfig:
             tree["data"] = {**data, "synthetic": {**data["synthetic"], "task": task["kind"]}}
     if tree.get("data") is None:
         raise ConfigError("data: missing; give data.index (an index file) or data.synthetic")
+    _check_finite(tree, "")
     return _build(RunConfig, tree, "")
 
 

@@ -198,7 +198,7 @@ def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, 
             deterministic=t.deterministic, logger=loggers, callbacks=callbacks,
             enable_checkpointing=not evaluate, default_root_dir=str(folder) if folder else None,
         )
-    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as err:
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError, TypeError) as err:
         raise ConfigError(f"trainer (accelerator {t.accelerator!r}, devices {t.devices!r}, strategy "
                           f"{strategy!r}): {str(err).strip().splitlines()[0]}") from None
 
@@ -225,6 +225,19 @@ def _resume_path(resume: bool | str | None, ckpt_dir: Path) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"--resume: no checkpoint at {path}")
     return path
+
+
+def _check_resume(path: Path, module: LSSATModule) -> None:
+    """Refuse, in one line naming the file, a --resume checkpoint that Lightning could not load:
+    truncated, holding Python objects besides tensors, written for another model, or not finite."""
+    from lssat.engine.checkpoints import check_finite, read_lightning_checkpoint
+    from lssat.models.weights import first_mismatch
+
+    ckpt = read_lightning_checkpoint(path, mmap=True)  # the tensors are mapped, not read
+    problem = first_mismatch(ckpt["state_dict"], module.state_dict())
+    if problem:
+        raise InputError(f"--resume {path}: the checkpoint is of another model than this config builds ({problem})")
+    check_finite(ckpt["state_dict"], path)
 
 
 def env_rank_zero() -> bool:
@@ -276,6 +289,8 @@ def _train(cfg: RunConfig, resume: bool | str | None) -> RunResult:
     checkpoints = RunCheckpoints(ckpt_dir, every_validation=cfg.trainer.val_check_interval is not None)
     module = LSSATModule(model, task, cfg.trainer, cfg.data.batch_size, _metadata(cfg, recipe, task, model, dm),
                          checkpoint_hint=str(checkpoints.path("last")))
+    if resume_path is not None:
+        _check_resume(resume_path, module)
     trainer = build_trainer(cfg, folder, [checkpoints])
     record = rec.new_record(cfg.run_id, cfg.to_dict(), cfg.trainer.seed)
     record.update(recipe={**recipe.to_dict(), "label": recipe.label}, task=task.describe(),
@@ -364,7 +379,7 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
 
     _quiet()
     state, meta = load_weights(checkpoint)
-    if "config" not in meta or "recipe" not in meta:
+    if not all(isinstance(meta.get(key), dict) for key in ("config", "recipe", "task")):
         raise InputError(f"{checkpoint}: no lssat run metadata in this checkpoint (was it written by lssat train?)")
     tree = meta["config"]
     tree["model"]["pretrained"] = False  # the checkpoint holds the weights; no file or hub needed
@@ -382,15 +397,22 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
     cfg = config_from_dict(tree)
     dm = RunDataModule(cfg.data, eval_split=split)
     dm.setup()
+    source = index if index not in (None, "synthetic") else f"the {'synthetic' if index else 'training'} data"
+    if dm.task != meta["task"].get("kind"):
+        raise InputError(f"{source}: a {dm.task} dataset, but {checkpoint} was trained for "
+                         f"{meta['task'].get('kind')}")
     task = make_task(cfg.task, dm)
-    if task.names != meta["task"]["names"]:
-        raise InputError(f"the data's labels {task.names} differ from the checkpoint's {meta['task']['names']}")
+    if task.names != meta["task"].get("names"):
+        raise InputError(f"{source}: the data's labels {task.names} differ from those {checkpoint} was trained on "
+                         f"{meta['task'].get('names')}")
     recipe = load_recipe(Recipe(), meta["recipe"])
     model = make_model(cfg, task.num_outputs, recipe, norm=meta.get("norm"))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise InputError(f"{checkpoint}: weights do not fit the model ({str(err).splitlines()[0]})") from None
+    from lssat.models.weights import first_mismatch
+
+    problem = first_mismatch(state, model.state_dict())
+    if problem:
+        raise InputError(f"{checkpoint}: weights do not fit the model its metadata describes ({problem})")
+    model.load_state_dict(state)
     module = LSSATModule(model, task)
     trainer = build_trainer(cfg, None, [], evaluate=True)
     trainer.test(module, datamodule=dm, verbose=False)

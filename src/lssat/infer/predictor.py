@@ -305,16 +305,24 @@ def load(checkpoint: str | os.PathLike, device: str | torch.device | None = "aut
 
 def build_model(spec: ModelSpec, state: dict[str, torch.Tensor] | None) -> torch.nn.Module:
     """Build the LSSATModel a spec describes and load its weights (strictly)."""
+    from lssat.errors import LssatError
     from lssat.models import LSSATModel, Recipe, load_recipe
 
-    recipe = load_recipe(Recipe(), overrides=spec.recipe) if isinstance(spec.recipe, dict) else load_recipe(spec.recipe)
-    model = LSSATModel(spec.backbone, spec.num_outputs, recipe, spec.img_size,
-                       backbone_kwargs=spec.backbone_kwargs, head_dropout=spec.head_dropout,
-                       norm_mean=spec.norm_mean, norm_std=spec.norm_std)
+    try:
+        recipe = (load_recipe(Recipe(), overrides=spec.recipe) if isinstance(spec.recipe, dict)
+                  else load_recipe(spec.recipe))
+        model = LSSATModel(spec.backbone, spec.num_outputs, recipe, spec.img_size,
+                           backbone_kwargs=spec.backbone_kwargs, head_dropout=spec.head_dropout,
+                           norm_mean=spec.norm_mean, norm_std=spec.norm_std)
+    except LssatError as err:
+        if not spec.source:
+            raise
+        raise DataError(f"{spec.source}: the model it describes cannot be built ({err})") from None
     if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-            raise DataError(f"{spec.source}: weights do not fit the model it describes ({what}"
-                            f"{' ...' if len(missing or unexpected) > 3 else ''})")
+        from lssat.models.weights import first_mismatch
+
+        problem = first_mismatch(state, model.state_dict())
+        if problem:
+            raise DataError(f"{spec.source}: weights do not fit the model it describes ({problem})")
+        model.load_state_dict(state)
     return model.eval()

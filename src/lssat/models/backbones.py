@@ -430,7 +430,9 @@ def create_backbone(
         pretrained: load pretrained weights; from `weights` if given, else from the hub, which is
             only allowed with `allow_hub=True` (nothing is downloaded otherwise).
         weights: local checkpoint (.pth / .safetensors) for this architecture; timm's checkpoint
-            filter adapts position embeddings and drops the classifier.
+            filter adapts position embeddings and drops the classifier. Every other key and shape
+            must match the model and every weight be finite, else an InputError names the file and
+            the first mismatching key (nothing is loaded partly).
         allow_hub: permit downloading pretrained weights from the Hugging Face hub.
         **timm_kwargs: architecture overrides forwarded to `timm.create_model` (depth, embed_dim,
             patch_size, window_size, ...).
@@ -443,11 +445,15 @@ def create_backbone(
     kwargs: dict[str, Any] = {"num_classes": 0, **timm_kwargs}
     if fam.takes_img_size:
         kwargs["img_size"] = img_size
+    local = None
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise ConfigError(f"backbone weights {str(path)!r}: file not found")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        if path.suffix.lower() in (".npz", ".npy"):  # JAX weights: timm's own reader
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        else:
+            local = path
     elif pretrained:
         if not allow_hub:
             raise ConfigError(
@@ -466,10 +472,59 @@ def create_backbone(
             f"backbone {name!r}: timm class {cls} is not a supported {fam.name} variant "
             f"(expected {', '.join(fam.classes)})"
         )
+    if local is not None:
+        _load_local_weights(model, local, name)
     if fam.adapter.masking == "drop" and "global_pool" not in timm_kwargs:
         if getattr(model, "cls_token", None) is not None:
             model.global_pool = "token"  # the SSAT head reads the CLS token
     return fam.adapter(model, img_size)
+
+
+def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
+    """Load a local weights file into a timm model as timm would (its reader: safetensors or torch's
+    weights-only unpickler; the model's checkpoint filter, which resizes position embeddings; the
+    classifier dropped), but refuse weights that do not fit or are not finite: timm would load
+    what matches and leave the rest at random with only a log line."""
+    import pickle
+    import sys
+
+    from timm.models import load_state_dict
+
+    from lssat.models.weights import first_mismatch, first_non_finite
+
+    where = f"backbone weights {str(path)!r}"
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # noqa: BLE001 - zip, pickle and safetensors errors of many kinds
+        if isinstance(err, pickle.UnpicklingError) or isinstance(err.__cause__, pickle.UnpicklingError):
+            raise InputError(f"{where}: refused, the file holds Python objects besides tensors "
+                             f"(unpickling it could run code); save a state dict of tensors or .safetensors") from None
+        raise InputError(f"{where}: not a readable weights file ({_first_line(err)})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{where}: not a state dict of tensors")
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as err:  # noqa: BLE001 - a filter meeting keys of another architecture
+            raise InputError(f"{where}: do not fit {name} ({_first_line(err)})") from None
+    classifiers = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    for classifier in (classifiers,) if isinstance(classifiers, str) else classifiers:
+        state.pop(f"{classifier}.weight", None)
+        state.pop(f"{classifier}.bias", None)
+    problem = first_mismatch(state, model.state_dict())
+    if problem:
+        raise InputError(f"{where}: do not fit {name}: {problem}")
+    bad = first_non_finite(state)
+    if bad:
+        raise InputError(f"{where}: weight {bad!r} is not finite (nan or inf)")
+    model.load_state_dict(state)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
 
 
 def _conv_stride(module: nn.Module) -> int:
