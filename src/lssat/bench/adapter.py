@@ -46,6 +46,13 @@ def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[last] = value
 
 
+def check_config(config: dict[str, Any]) -> None:
+    """Validate a cell's training config as the engine will (a ConfigError naming the key), training nothing."""
+    from lssat.config import config_from_dict
+
+    config_from_dict(config)
+
+
 def engine_folders(run_dir: Path) -> list[Path]:
     """The engine's run folders inside a cell folder (``<cell>/<run_id>/``), newest last."""
     found = [p.parent for p in Path(run_dir).glob(f"*/{RECORD_FILE}")]

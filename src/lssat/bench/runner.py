@@ -81,6 +81,19 @@ def check_cells(cells: list[Cell]) -> None:
         seen[cell.cell_id] = cell.label
 
 
+def check_configs(cells: list[Cell]) -> None:
+    """Validate every cell's training config as the engine will, before any cell runs: a mistake
+    the cells share (an unknown override key) fails once, in one line naming the cell and the key,
+    rather than failing and being stored cell by cell."""
+    from lssat.errors import LssatError
+
+    for cell in cells:
+        try:
+            adapter.check_config(cell.config)
+        except LssatError as err:
+            raise ConfigError(f"cell {cell.label}: {err}") from None
+
+
 def collect_finished(cells: list[Cell], bench_dir: Path, store: ResultsStore) -> int:
     """Store done records found in run folders but not in the store; returns how many."""
     entries = store.load()
@@ -135,6 +148,8 @@ def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "lo
     bench_dir = Path(bench_dir)
     cells = spec.cells()
     check_cells(cells)
+    if train_fn is None and launcher != "slurm":  # the engine trains them here (Slurm: `lssat bench` checks)
+        check_configs(cells)
     with folder_lock(bench_dir, "benchmark folder", wait=wait_lock):
         return _run_locked(spec, bench_dir, cells, launcher=launcher, train_fn=train_fn, retry_failed=retry_failed,
                            slurm_options=slurm_options, wait=wait, write_report=write_report, progress=progress,

@@ -194,6 +194,7 @@ def load_spec(name_or_path: str | Path | Mapping[str, Any] = "default",
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. trainer.epochs=1")
         set_dotted(base, key.strip(), yaml.safe_load(value))
     spec_settings = dict(_mapping(data.get("settings", {}) or {}, f"{where}: settings"))
+    _check_settings(settings or {}, {**data, "base": base}, where)
     spec_settings.update(settings or {})
     spec = BenchSpec(
         name=name,
@@ -211,6 +212,27 @@ def load_spec(name_or_path: str | Path | Mapping[str, Any] = "default",
     )
     spec.cells()  # resolve placeholders now, so a missing setting fails before anything runs
     return spec
+
+
+def placeholders(value: Any) -> list[str]:
+    """The ``${name}`` placeholders in a spec's strings, in order of first appearance."""
+    if isinstance(value, Mapping):
+        found = [name for item in value.values() for name in placeholders(item)]
+    elif isinstance(value, list):
+        found = [name for item in value for name in placeholders(item)]
+    else:
+        found = _PLACEHOLDER.findall(value) if isinstance(value, str) else []
+    return list(dict.fromkeys(found))
+
+
+def _check_settings(given: Mapping[str, Any], data: Mapping[str, Any], where: str) -> None:
+    """A value given for a placeholder the spec does not have (a misspelt --set) is an error."""
+    known = placeholders({k: v for k, v in data.items() if k != "settings"})
+    for name in given:
+        if name not in known:
+            listed = ", ".join(known) if known else "none"
+            raise ConfigError(f"--set {name}: benchmark spec {where} has no ${{{name}}} placeholder "
+                              f"(its placeholders: {listed})")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

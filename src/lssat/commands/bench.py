@@ -98,7 +98,7 @@ def _terminate(signum, frame):  # Slurm and `kill` send SIGTERM: stop like Ctrl-
 def run(args: argparse.Namespace) -> int:
     from lssat.bench.adapter import read_record
     from lssat.bench.launchers import run_dir_of
-    from lssat.bench.runner import run_benchmark
+    from lssat.bench.runner import check_configs, run_benchmark
     from lssat.bench.spec import load_spec
     from lssat.bench.store import ResultsStore
 
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         spec.runner["threads"] = args.threads
+    check_configs(spec.cells())  # every cell's training config, before any cell runs or is listed
     out = Path(args.output or f"bench-{spec.name}")
     launcher = args.launcher
     multi = str(args.devices or "1") not in ("1", "auto") or "ddp" in str(args.strategy or "")
