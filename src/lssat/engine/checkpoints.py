@@ -102,7 +102,7 @@ def read_lightning_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[s
     """A Lightning checkpoint read as Lightning reads it (``torch.load(weights_only=True)``), every
     failure an InputError naming the file: truncated, not a checkpoint, or holding Python objects
     (refused: unpickling them could run code). `mmap`: map the tensors instead of reading them."""
-    import pickle
+    from lssat.models.weights import unreadable
 
     path = Path(path)
     try:
@@ -115,14 +115,7 @@ def read_lightning_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[s
     except OSError:
         raise  # permission denied and the like: the command line names the file and the problem
     except Exception as err:  # noqa: BLE001 - pickle, zip and unpickler errors all mean "not usable"
-        text = str(err).strip()
-        if isinstance(err, pickle.UnpicklingError) or "weights_only" in text:
-            raise InputError(f"{path}: refused, the checkpoint holds Python objects besides tensors and plain "
-                             f"data (unpickling it could run code)") from None
-        if isinstance(err, EOFError) or "central directory" in text or "zip archive" in text:
-            raise InputError(f"{path}: truncated or not a checkpoint file (cannot read it as a zip archive)") from None
-        first = text.splitlines()[0][:200] if text else ""
-        raise InputError(f"{path}: cannot load checkpoint ({type(err).__name__}: {first})") from None
+        raise InputError(f"{path}: cannot load checkpoint: {unreadable(err)}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise InputError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return ckpt

@@ -100,9 +100,9 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[ModelSpec, dict[str,
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle, zip and unpickler errors all mean "not ours"
-        reason = ("it holds Python objects beyond tensors and plain data" if "weights_only" in str(err).lower()
-                  else "not a torch checkpoint file")
-        raise DataError(f"{path}: not a weights-only lssat checkpoint ({reason})") from None
+        from lssat.models.weights import unreadable
+
+        raise DataError(f"{path}: not a weights-only lssat checkpoint: {unreadable(err)}") from None
     if not isinstance(data, dict) or "spec" not in data or "state_dict" not in data:
         raise DataError(f"{path}: not an lssat checkpoint (expected the keys 'spec' and 'state_dict')")
     if not isinstance(data["spec"], dict) or not isinstance(data["state_dict"], dict):

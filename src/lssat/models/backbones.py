@@ -485,21 +485,19 @@ def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
     weights-only unpickler; the model's checkpoint filter, which resizes position embeddings; the
     classifier dropped), but refuse weights that do not fit or are not finite: timm would load
     what matches and leave the rest at random with only a log line."""
-    import pickle
     import sys
 
     from timm.models import load_state_dict
 
-    from lssat.models.weights import first_mismatch, first_non_finite
+    from lssat.models.weights import first_mismatch, first_non_finite, unreadable
 
     where = f"backbone weights {str(path)!r}"
     try:
         state = load_state_dict(str(path), weights_only=True)
+    except OSError:
+        raise  # permission denied and the like: the command line names the file and the problem
     except Exception as err:  # noqa: BLE001 - zip, pickle and safetensors errors of many kinds
-        if isinstance(err, pickle.UnpicklingError) or isinstance(err.__cause__, pickle.UnpicklingError):
-            raise InputError(f"{where}: refused, the file holds Python objects besides tensors "
-                             f"(unpickling it could run code); save a state dict of tensors or .safetensors") from None
-        raise InputError(f"{where}: not a readable weights file ({_first_line(err)})") from None
+        raise InputError(f"{where}: cannot load them: {unreadable(err)}") from None
     if not isinstance(state, dict):
         raise InputError(f"{where}: not a state dict of tensors")
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}

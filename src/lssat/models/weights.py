@@ -41,3 +41,19 @@ def first_non_finite(state: Mapping[str, Any]) -> str | None:
             if not bool(torch.isfinite(value).all()):
                 return key
     return None
+
+
+def unreadable(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` could not read a file, in a few words: it holds pickled
+    Python objects (refused: unpickling them could run code), or it is truncated or no checkpoint."""
+    import pickle
+
+    chain = [e for e in (err, err.__cause__, err.__context__) if e is not None]
+    text = " ".join(str(e) for e in chain)
+    if "Unsupported global" in text or "GLOBAL " in text:
+        return "refused: it holds Python objects besides tensors and plain data (unpickling them could run code)"
+    if (any(isinstance(e, (EOFError, pickle.UnpicklingError)) for e in chain)
+            or "zip archive" in text or "central directory" in text):
+        return "truncated, or not a checkpoint file"
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
