@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import pkgutil
 import sys
@@ -82,7 +83,7 @@ def error_line(err: BaseException) -> tuple[str, int]:
     else is a bug in lssat: status 1, with a pointer to ``--debug`` for the traceback.
     """
     if isinstance(err, LssatError):
-        return f"error: {err}", USAGE_ERROR
+        return f"error: {' '.join(part.strip() for part in str(err).splitlines() if part.strip())}", USAGE_ERROR
     os_error = err if isinstance(err, OSError) else err.__cause__
     if isinstance(os_error, OSError):
         return f"error: {describe_os_error(os_error)}", USAGE_ERROR
@@ -117,7 +118,7 @@ def _path_in_traceback(tb: TracebackType | None) -> str | None:
         owner = local.get("self")
         if isinstance(owner, os.PathLike):
             return os.fspath(owner)  # pathlib's own write_text / write_bytes
-        if owner is not None and hasattr(owner, "write"):  # a file-like object that knows its path
+        if isinstance(owner, io.IOBase):  # a file object that knows its path (fsspec's: .path)
             for attr in ("path", "name"):
                 value = getattr(owner, attr, None)
                 if isinstance(value, (str, os.PathLike)):
