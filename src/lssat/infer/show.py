@@ -214,12 +214,6 @@ def show_picture(predictor: Any, image: Any, output: str | os.PathLike, faces: s
         ax.axis("off")
     fig.suptitle(caption + (f" [{note}]" if note else ""), fontsize=10)
     fig.tight_layout()
-    output = Path(output)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(output, dpi=100)
-    except OSError as err:
-        raise InputError(f"{output}: cannot write the picture ({err.strerror or err})") from None
-    finally:
-        plt.close(fig)
-    return output
+    from lssat.texture.picture import save_figure
+
+    return save_figure(fig, output, dpi=100)

@@ -102,11 +102,20 @@ def texture_picture(image: np.ndarray, label: str, output: Path, descriptor: str
     for ax in axes[0]:
         ax.axis("off")
     fig.tight_layout()
+    return save_figure(fig, output, dpi=90)
+
+
+def save_figure(fig, output: str | Path, dpi: int) -> Path:
+    """Write a matplotlib figure (creating its folder) and close it; a write that fails is an
+    InputError naming the file."""
+    import matplotlib.pyplot as plt
+
+    output = Path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(output, dpi=90)
+        fig.savefig(output, dpi=dpi)
     except OSError as err:
-        raise InputError(f"{output}: cannot write the picture ({err})") from None
+        raise InputError(f"{output}: cannot write the picture ({err.strerror or err})") from None
     finally:
         plt.close(fig)
     return output
