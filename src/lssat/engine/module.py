@@ -11,6 +11,11 @@
   The test split's per-sample predictions (index, target, score, video_id, subgroups) are kept in
   `predictions["test"]` (numpy arrays, every rank's samples gathered, sorted by index).
 - `configure_optimizers`: AdamW + per-step warm-up/cosine (`lssat.engine.optim`).
+- Hyper-parameters (``self.hparams``, Lightning's ``hyper_parameters`` in every checkpoint and the
+  CSV logger's hparams.yaml): the run metadata (resolved config, recipe, task, normalisation), the
+  task's resolved options and the batch size, all plain data, so
+  ``LSSATModule.load_from_checkpoint("run/checkpoints/last.ckpt")`` rebuilds model, task and trainer
+  config with no other argument (and loads with ``weights_only=True``).
 - Checkpoints carry ``checkpoint["lssat"]`` (plain metadata: config, task, recipe) and, per rank,
   every random state a step draws from (Python, NumPy, torch CPU/CUDA, the masking generator:
   `rng_states`), so a resumed run draws the same masks and dropout as an uninterrupted one (the
@@ -19,6 +24,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -54,16 +60,29 @@ class LSSATModule(L.LightningModule):
         batch_size: per-process batch size (for the lr scaling rule).
         metadata: plain data stored in every checkpoint under "lssat".
         checkpoint_hint: where the last good checkpoint lies, for the divergence message.
+        task_spec: the task as `task_spec` describes it (kind, names, resolved options).
+
+    With `model` None (as `load_from_checkpoint` calls it, from the saved hyper-parameters), the
+    model, task and trainer config are rebuilt from `metadata` (its config, recipe and norm) and
+    `task_spec`; the model's backbone is built without pretrained weights (the checkpoint has them).
     """
 
-    def __init__(self, model: nn.Module, task: Any, trainer_config: Any = None, batch_size: int = 1,
-                 metadata: Mapping[str, Any] | None = None, checkpoint_hint: str = "") -> None:
+    def __init__(self, model: nn.Module | None = None, task: Any = None, trainer_config: Any = None,
+                 batch_size: int = 1, metadata: Mapping[str, Any] | None = None, checkpoint_hint: str = "",
+                 task_spec: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        metadata = copy.deepcopy(dict(metadata or {}))
+        if model is None:
+            model, task, trainer_config = rebuild(metadata, task_spec)
+        elif task is None:
+            raise ConfigError("LSSATModule: a model needs its task")
+        task_spec = copy.deepcopy(dict(task_spec)) if task_spec is not None else describe_task(task)
+        self.save_hyperparameters({"metadata": metadata, "task_spec": task_spec, "batch_size": int(batch_size)})
         self.model = model
         self.task = task
         self.cfg = trainer_config
         self.batch_size = batch_size
-        self.metadata = dict(metadata or {})
+        self.metadata = dict(metadata)
         self.checkpoint_hint = checkpoint_hint
         self.metrics = nn.ModuleDict({"val": task.metrics(), "test": task.metrics()})
         self.mean_loss = nn.ModuleDict({"val": MeanMetric(nan_strategy="ignore"),
@@ -320,6 +339,8 @@ class LSSATModule(L.LightningModule):
             checkpoint["lssat_rng"] = [states]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is None:  # load_from_checkpoint: weights only, the process's generators stay as they are
+            return
         ranks = checkpoint.get("lssat_rng")
         if isinstance(ranks, list) and ranks:
             rank = self.global_rank if self.global_rank < len(ranks) else 0
@@ -373,3 +394,44 @@ def restore_rng_states(states: Mapping[str, Any], mask_generator: torch.Generato
             torch.cuda.set_rng_state_all(cuda)
     if mask_generator is not None and isinstance(states.get("mask"), torch.Tensor):
         mask_generator.set_state(states["mask"])
+
+
+def describe_task(task: Any) -> dict[str, Any]:
+    """A task as plain data `task_from_spec` rebuilds it from: kind, names and the resolved options
+    (data-derived ones such as a balanced pos_weight included)."""
+    options: dict[str, Any] = {"subgroups": list(task.subgroups), "headline": task.headline,
+                               "label_smoothing": float(task.label_smoothing), "threshold": float(task.threshold)}
+    for key in ("pos_weight", "class_weights"):
+        value = getattr(task, key, None)
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        if value is not None:
+            options[key] = value
+    return {"kind": task.kind, "names": list(task.names), "options": options}
+
+
+def task_from_spec(spec: Mapping[str, Any]) -> Any:
+    """The task `describe_task` described."""
+    from lssat.tasks import build_task
+
+    return build_task(spec["kind"], spec.get("names"), **dict(spec.get("options") or {}))
+
+
+def rebuild(metadata: Mapping[str, Any], task_spec: Mapping[str, Any] | None) -> tuple[nn.Module, Any, Any]:
+    """The model (untrained weights, no pretrained download), task and trainer config that the run
+    metadata of a checkpoint describes (`LSSATModule.load_from_checkpoint` with no other argument)."""
+    from lssat.config import config_from_dict
+    from lssat.models.recipe import Recipe, load_recipe
+
+    if not all(isinstance(metadata.get(key), Mapping) for key in ("config", "recipe")) or task_spec is None:
+        raise ConfigError("LSSATModule: no model given and no run metadata (config, recipe, task) to rebuild one "
+                          "from; was the checkpoint written by lssat train?")
+    tree = copy.deepcopy(dict(metadata["config"]))
+    tree["model"] = {**tree.get("model", {}), "pretrained": False}  # the checkpoint holds the weights
+    cfg = config_from_dict(tree)
+    task = task_from_spec(task_spec)
+    from lssat.engine.run import make_model
+
+    model = make_model(cfg, task.num_outputs, load_recipe(Recipe(), dict(metadata["recipe"])),
+                       norm=metadata.get("norm"))
+    return model, task, cfg.trainer

@@ -148,12 +148,34 @@ def _is_spec_json(path: Path) -> bool:
 
 
 def _read_run_folder(folder: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """A `lssat train` run folder (its best checkpoint, else its last), or a folder holding one
-    `save_checkpoint` file named model.pt / model.safetensors."""
+    """A `lssat train` run folder (its best checkpoint, else its last), a folder holding one
+    `save_checkpoint` file named model.pt / model.safetensors, or a Hugging Face layout folder
+    (config.json + model.safetensors, `LSSATModel.save_pretrained` with its task)."""
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return _read_pretrained(folder)
     for path in (folder / "model.safetensors", folder / "model.pt"):
         if path.is_file():
             return read_checkpoint(path)
     return _read_engine(folder)
+
+
+def _read_pretrained(folder: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """A folder `LSSATModel.save_pretrained` wrote: config.json (architecture and task) and model.safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config, weights = folder / "config.json", folder / "model.safetensors"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise DataError(f"{config}: expected a JSON object describing the model")
+        spec = ModelSpec.from_dict(data, str(config))
+        state = load_file(str(weights))
+    except DataError:
+        raise
+    except (ValueError, OSError, SafetensorError) as err:
+        raise DataError(f"{folder}: unreadable model folder ({str(err).splitlines()[0][:160]})") from None
+    return spec, _finite(state, weights)
 
 
 def _read_engine(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:

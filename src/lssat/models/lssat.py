@@ -74,6 +74,10 @@ class LSSATModel(nn.Module):
         self.recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         r = self.recipe
         self.img_size = int(img_size)
+        self.backbone_name = backbone_name
+        self.num_outputs = int(num_outputs)
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.head_dropout = float(head_dropout)
         self.backbone = bb = create_backbone(
             backbone_name, self.img_size, pretrained=pretrained, weights=weights, allow_hub=allow_hub,
             **(backbone_kwargs or {}),
@@ -300,6 +304,78 @@ class LSSATModel(nn.Module):
                 idx = pred.reshape(b, n, -1, spec.classes).argmax(-1).float() / max(spec.classes - 1, 1)
                 images[name] = unpatchify(idx, bb.patch_size, bb.grid_size, 1)
         return images
+
+    # ------------------------------------------------------------------ Hugging Face folder layout
+    def architecture(self) -> dict[str, Any]:
+        """The arguments that rebuild this model (plain data): backbone, num_outputs, recipe,
+        img_size, backbone_kwargs, head_dropout, norm_mean, norm_std."""
+        return {"backbone": self.backbone_name, "num_outputs": self.num_outputs, "recipe": self.recipe.to_dict(),
+                "img_size": self.img_size, "backbone_kwargs": dict(self.backbone_kwargs),
+                "head_dropout": self.head_dropout, "norm_mean": self.rgb_mean.flatten().tolist(),
+                "norm_std": self.rgb_std.flatten().tolist()}
+
+    def save_pretrained(self, save_directory: str | Path, *, task: Any = None, **extra: Any) -> Path:
+        """Write the Hugging Face layout: ``config.json`` (the architecture, plus the task's kind,
+        names and threshold when `task` is given, plus `extra` plain-data keys such as the
+        `lssat.infer.checkpoint.ModelSpec` preprocessing fields) and ``model.safetensors``.
+
+        A folder with the task in its config is what `lssat.load` reads; `from_pretrained` rebuilds
+        the model from either. Returns the folder.
+        """
+        from safetensors.torch import save_file
+
+        from lssat.fileio import atomic_path, atomic_write_text, dumps_json
+
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {"model_type": "lssat", **self.architecture()}
+        if task is not None:
+            config.update(task_kind=task.kind, names=list(task.names), threshold=float(task.threshold))
+        config.update(extra)
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
+        with atomic_path(folder / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        atomic_write_text(folder / "config.json", dumps_json(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, map_location: str | torch.device = "cpu") -> LSSATModel:
+        """The model `save_pretrained` wrote to a local folder (config.json + model.safetensors),
+        in eval mode. Only local folders: nothing is downloaded."""
+        import json
+
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from lssat.models.weights import first_mismatch
+
+        folder = Path(folder)
+        config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise InputError(f"{path}: not found (from_pretrained reads a local folder holding config.json and "
+                                 f"model.safetensors)")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
+            raise InputError(f"{config_path}: not readable JSON ({str(err).splitlines()[0][:160]})") from None
+        if not isinstance(config, dict) or "backbone" not in config or "num_outputs" not in config:
+            raise InputError(f"{config_path}: not an lssat model config (expected the keys backbone and num_outputs)")
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+        except (SafetensorError, OSError) as err:
+            raise InputError(f"{weights_path}: not a readable safetensors file ({err})") from None
+        recipe = config.get("recipe", "ssat")
+        model = cls(config["backbone"], int(config["num_outputs"]),
+                    load_recipe(Recipe(), overrides=recipe) if isinstance(recipe, dict) else recipe,
+                    int(config.get("img_size", 224)), backbone_kwargs=config.get("backbone_kwargs") or {},
+                    head_dropout=float(config.get("head_dropout", 0.0)), norm_mean=config.get("norm_mean"),
+                    norm_std=config.get("norm_std"))
+        problem = first_mismatch(state, model.state_dict())
+        if problem:
+            raise InputError(f"{weights_path}: weights do not fit the model config.json describes ({problem})")
+        model.load_state_dict(state)
+        return model.to(map_location).eval()
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
