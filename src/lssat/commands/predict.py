@@ -1,5 +1,9 @@
 """`lssat predict`: score images, folders of images and videos with a trained model.
 
+Every result says what the model was trained on (JSON "model", the CSV trained_on* columns, a
+first line in the table); a model trained on the built-in synthetic faces used on other images
+gets a one-line warning on stderr (--quiet silences it).
+
 Exit status: 0 every file was scored, 1 some files failed (each has a message in the output),
 2 usage error (bad option, unreadable checkpoint, no input files).
 """
@@ -44,6 +48,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "down to about 40 px; 0 is about 4x faster and finds faces from about 80 px)")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda:0, ...")
     parser.add_argument("--batch-size", type=int, default=32, help="faces per model call (default 32)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no warning on stderr when a model trained on the synthetic faces scores other "
+                        "images (the results still say what the model was trained on)")
     parser.set_defaults(func=run)
     return parser
 
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lssat.errors import InputError
     from lssat.infer.predictor import expand_inputs, load
+    from lssat.infer.provenance import synthetic_warning
     from lssat.infer.results import FORMATTERS
     from lssat.infer.video import check_aggregate
     from lssat.paths import check_output_file
@@ -71,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"no image or video files in {', '.join(args.inputs)}")
     options = {} if args.upsample is None else {"upsample": args.upsample}
     predictor = load(args.checkpoint, device=args.device, detector=args.detector, detector_options=options,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, quiet=True)
+    warning = None if args.quiet else synthetic_warning(predictor.spec, files, args.checkpoint)
+    if warning:
+        print(f"lssat predict: warning: {warning}", file=sys.stderr)
 
     results = []
     for path in tqdm(files, desc="predict", unit="file", disable=len(files) < 2, file=sys.stderr):

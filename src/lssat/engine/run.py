@@ -253,7 +253,10 @@ def env_rank_zero() -> bool:
 
 
 def _metadata(cfg: RunConfig, recipe: Any, task: Any, model: Any, dm: FaceDataModule) -> dict[str, Any]:
-    return {"run_id": cfg.run_id, "config": cfg.to_dict(), "recipe": recipe.to_dict(), "task": task.describe(),
+    from lssat import __version__
+
+    return {"run_id": cfg.run_id, "lssat_version": __version__, "config": cfg.to_dict(), "recipe": recipe.to_dict(),
+            "task": task.describe(),
             "norm": {"mean": model.rgb_mean.flatten().tolist(), "std": model.rgb_std.flatten().tolist()},
             "header": {k: v for k, v in dataclasses.asdict(dm.header).items() if k != "info"}}
 

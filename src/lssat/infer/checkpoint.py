@@ -45,6 +45,8 @@ class ModelSpec:
     crop_size: int = 256  # face crop side before resizing to img_size (as `lssat preprocess`)
     eval_crop_fraction: float = 1.0
     detector: str = "dlib"
+    # what it was trained on (lssat.infer.provenance): dataset, synthetic, run_id, lssat_version
+    provenance: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # where it was read from (not saved)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +65,8 @@ class ModelSpec:
             raise DataError(f"{source}: checkpoint metadata lacks {', '.join(missing)}")
         spec = cls(**{k: v for k, v in data.items() if k in known}, source=source)
         spec.names = [str(n) for n in spec.names]
+        if not isinstance(spec.provenance, dict):
+            spec.provenance = {}
         return spec
 
 
@@ -193,7 +197,10 @@ def _read_engine(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 
 
 def spec_from_run_metadata(meta: dict[str, Any], source: str = "") -> ModelSpec:
-    """A ModelSpec from the metadata `lssat train` stores with its weights (config, recipe, task, norm)."""
+    """A ModelSpec from the metadata `lssat train` stores with its weights (config, recipe, task, norm,
+    header: the provenance)."""
+    from lssat.infer.provenance import provenance_from_run_metadata
+
     cfg = meta["config"]
     model, task, data = cfg.get("model", {}), meta["task"], cfg.get("data") or {}
     norm = meta.get("norm") or {}
@@ -204,6 +211,7 @@ def spec_from_run_metadata(meta: dict[str, Any], source: str = "") -> ModelSpec:
             recipe=dict(meta["recipe"]), backbone_kwargs=dict(model.get("kwargs") or {}),
             head_dropout=float(model.get("head_dropout", 0.0)), norm_mean=norm.get("mean"), norm_std=norm.get("std"),
             threshold=float((cfg.get("task") or {}).get("threshold", 0.5)),
-            eval_crop_fraction=float((data.get("augment") or {}).get("eval_crop_fraction", 1.0)), source=source)
+            eval_crop_fraction=float((data.get("augment") or {}).get("eval_crop_fraction", 1.0)),
+            provenance=provenance_from_run_metadata(meta), source=source)
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{source}: run metadata lacks or mangles {err}") from None

@@ -14,6 +14,10 @@ an image with no detected face is scored whole, as a crop, and the result says s
 
 Checkpoints (`lssat.infer.checkpoint`): a run folder of `lssat train` or one of its checkpoint
 files, or a file written by `save_checkpoint`.
+
+Every result carries `model`, what the model was trained on (`Predictor.provenance`). A model
+trained on the built-in synthetic faces warns once (`SyntheticModelWarning`) when it predicts on
+anything but that synthetic data; `quiet=True` silences the warning, not the field.
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ class Predictor:
         detector: face detector name for `faces="detect"/"auto"` (default: the checkpoint's).
         detector_options: passed to `lssat.preprocess.faces.make_detector`.
         batch_size: faces per model call.
+        quiet: do not warn when a model trained on the synthetic faces is used on other images.
     """
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str | torch.device | None = "auto",
                  detector: str | None = None, detector_options: dict[str, Any] | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, quiet: bool = False) -> None:
         from lssat.tasks import build_task
 
         self.spec = spec
@@ -73,6 +78,8 @@ class Predictor:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self._detector = None
         self._resize = None
+        self.quiet = bool(quiet)
+        self._warned = False
 
     # ------------------------------------------------------------------ properties
     @property
@@ -84,6 +91,34 @@ class Predictor:
     def names(self) -> list[str]:
         """Class names (deepfake, expression) or attribute names, in the head's order."""
         return list(self.spec.names)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What the model was trained on: dataset, synthetic, task, names, image size, preprocessing,
+        lssat version and run id (None where the checkpoint does not say)."""
+        from lssat.infer.provenance import describe
+
+        return describe(self.spec)
+
+    def synthetic_warning(self, paths: Sequence[str | os.PathLike] | None) -> str | None:
+        """The warning for a synthetic-trained model used on `paths` (None: in-memory images), or None."""
+        from lssat.infer.provenance import synthetic_warning
+
+        return synthetic_warning(self.spec, paths, self.spec.source or "this model")
+
+    def _warn_once(self, inputs: Any) -> None:
+        if self.quiet or self._warned:
+            return
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        paths = items if all(isinstance(x, (str, os.PathLike)) for x in items) else None
+        message = self.synthetic_warning(paths)
+        if message:
+            import warnings
+
+            from lssat.infer.provenance import SyntheticModelWarning
+
+            self._warned = True
+            warnings.warn(message, SyntheticModelWarning, stacklevel=3)
 
     @property
     def detector(self):
@@ -149,8 +184,10 @@ class Predictor:
         return torch.cat(captured).float().cpu().numpy() if captured else np.zeros((0, 0), np.float32)
 
     def make_prediction(self, scores: np.ndarray) -> Prediction:
-        """A typed Prediction from one row of `scores`."""
-        return make_prediction(self.kind, self.names, scores, self.spec.threshold)
+        """A typed Prediction from one row of `scores`, carrying the model's provenance."""
+        prediction = make_prediction(self.kind, self.names, scores, self.spec.threshold)
+        prediction.model = self.provenance
+        return prediction
 
     # ------------------------------------------------------------------ public API
     def predict(self, inputs: ImageLike | str | os.PathLike | Sequence[Any], faces: str = "auto",
@@ -164,7 +201,9 @@ class Predictor:
         - a list -> a list of the above.
 
         `video_options` go to `lssat.infer.video.score_video` (frames, aggregate, detect_every).
+        Each result's `model` says what the model was trained on (see `provenance`).
         """
+        self._warn_once(inputs)
         if isinstance(inputs, (list, tuple)):
             return [self.predict(x, faces, **video_options) for x in inputs]
         if isinstance(inputs, (str, os.PathLike)):
@@ -188,8 +227,10 @@ class Predictor:
         if is_video_path(path):
             from lssat.infer.video import score_video
 
-            return score_video(self, path, faces=faces, **video_options)
-        result = FileResult(str(path), "image")
+            result = score_video(self, path, faces=faces, **video_options)
+            result.model = self.provenance
+            return result
+        result = FileResult(str(path), "image", model=self.provenance)
         try:
             rgb = read_image(path)
         except DataError as err:
@@ -296,7 +337,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], int]
 def load(checkpoint: str | os.PathLike, device: str | torch.device | None = "auto", **options: Any) -> Predictor:
     """A Predictor from a run folder or a checkpoint file (see docs/inference.md for the formats).
 
-    `options` go to `Predictor` (detector, detector_options, batch_size).
+    `options` go to `Predictor` (detector, detector_options, batch_size, quiet).
     """
     spec, state = read_checkpoint(checkpoint)
     model = build_model(spec, state)

@@ -8,6 +8,10 @@ One `Prediction` per scored face (or per video, after aggregating its frames):
 
 A `FileResult` wraps what `lssat predict` says about one input file: its prediction (None when the
 file failed), how many frames were scored, how many had no face, and the error message if any.
+
+Both carry `model`: what the model that made them was trained on (`lssat.infer.provenance.describe`),
+None when made by hand; JSON rows hold it as "model", CSV rows as the trained_on* columns, and the
+table starts with its one-line summary.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class Prediction:
     """Base class: what the model says about one face (or one aggregated video)."""
 
     kind: ClassVar[str] = ""
+    # provenance of the model that made it (lssat.infer.provenance.describe); not in to_dict
+    model: dict[str, Any] | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     @property
     def scores(self) -> np.ndarray:
@@ -143,6 +149,7 @@ class FileResult:
     notes: list[str] = field(default_factory=list)
     frame_indices: list[int] = field(default_factory=list)
     frame_scores: np.ndarray | None = None  # (frames_scored, K) per-frame probabilities
+    model: dict[str, Any] | None = None  # provenance of the model (lssat.infer.provenance.describe)
 
     @property
     def ok(self) -> bool:
@@ -157,6 +164,8 @@ class FileResult:
             out["error"] = self.error
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.model is not None:
+            out["model"] = self.model
         return out
 
 
@@ -184,20 +193,39 @@ def to_json(results: Sequence[FileResult]) -> str:
     return "".join(dumps_json(r.to_dict()) + "\n" for r in results)
 
 
+def _model_of(results: Sequence[FileResult]) -> dict[str, Any] | None:
+    return next((r.model for r in results if r.model is not None), None)
+
+
+MODEL_COLUMNS = ("trained_on", "trained_on_synthetic", "model_run_id", "model_lssat_version")
+
+
+def _model_values(model: dict[str, Any] | None) -> list[str]:
+    if model is None:
+        return [""] * len(MODEL_COLUMNS)
+    return [model.get("dataset") or "", "true" if model.get("synthetic") else "false", model.get("run_id") or "",
+            model.get("lssat_version") or ""]
+
+
 def to_csv(results: Sequence[FileResult]) -> str:
-    """CSV with a header: path, kind, status, label, frames, no-face frames, one column per score, error."""
+    """CSV with a header: path, kind, status, label, frames, no-face frames, one column per score, error,
+    and, when the results carry the model's provenance, the MODEL_COLUMNS."""
     columns = _score_columns(results)
+    with_model = _model_of(results) is not None
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "kind", "status", "label", "frames_scored", "frames_no_face", *columns, "error"])
+    writer.writerow(["path", "kind", "status", "label", "frames_scored", "frames_no_face", *columns, "error",
+                     *(MODEL_COLUMNS if with_model else ())])
     for r in results:
         writer.writerow([r.path, r.kind, "ok" if r.ok else "failed", r.prediction.label if r.prediction else "",
-                         r.frames_scored, r.frames_no_face, *_score_values(r, columns), r.error or ""])
+                         r.frames_scored, r.frames_no_face, *_score_values(r, columns), r.error or "",
+                         *(_model_values(r.model) if with_model else ())])
     return buf.getvalue()
 
 
 def to_table(results: Sequence[FileResult], max_scores: int = 8) -> str:
-    """A fixed-width text table for the terminal (at most `max_scores` score columns)."""
+    """A fixed-width text table for the terminal (at most `max_scores` score columns), after a line
+    saying what the model was trained on when the results carry it."""
     columns = _score_columns(results)[:max_scores]
     header = ["file", "label", *columns, "frames", "no face", "status"]
     rows = []
@@ -211,6 +239,11 @@ def to_table(results: Sequence[FileResult], max_scores: int = 8) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     widths[-1] = len(header[-1])  # the last column is free text: no padding
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    model = _model_of(results)
+    if model is not None:
+        from lssat.infer.provenance import provenance_line
+
+        lines.insert(0, provenance_line(model))
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines) + "\n"

@@ -188,7 +188,8 @@ def _image_of(model: torch.nn.Module, kind: str, raw: torch.Tensor) -> np.ndarra
 
 def show_picture(predictor: Any, image: Any, output: str | os.PathLike, faces: str = "auto", seed: int = 0,
                  saliency: str = "auto", target: str | None = None) -> Path:
-    """Draw the panels for one image (path or in-memory) into `output` (PNG); returns the path."""
+    """Draw the panels for one image (path or in-memory) into `output` (PNG); returns the path.
+    The caption says what the model was trained on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,6 +213,11 @@ def show_picture(predictor: Any, image: Any, output: str | os.PathLike, faces: s
                       vmin=0, vmax=1 if img.dtype != np.uint8 else 255)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
+    trained = getattr(predictor, "provenance", None) or {}
+    if trained.get("synthetic"):
+        caption += " | trained on synthetic cartoon faces"
+    elif trained.get("dataset"):
+        caption += f" | trained on {trained['dataset']}"
     fig.suptitle(caption + (f" [{note}]" if note else ""), fontsize=10)
     fig.tight_layout()
     from lssat.texture.picture import save_figure
