@@ -81,3 +81,31 @@ def test_from_pretrained_names_a_missing_file(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="config.json: not found"):
         LSSATModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("command", [["train", "-c", "smoke", "--print-config"], ["bench", "--dry-run"]])
+def test_output_into_a_closed_pipe_ends_quietly(command: list[str]) -> None:
+    """`lssat ... | head -1`: the reader goes away; no BrokenPipeError traceback, no error line."""
+    import subprocess
+    import sys
+
+    # the reader closes its end before lssat writes (Python takes longer than this to start), so
+    # the write fails every time, as when `head -1` has already exited
+    proc = subprocess.Popen([sys.executable, "-m", "lssat.cli", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err and "error" not in err, err
+    assert proc.returncode == 141
+
+
+def test_export_onnx_without_onnx_names_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                  tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    assert main(["export", str(tmp_path / "no-run"), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['lssat export: error: ONNX export needs onnx, which is not installed: pip install "lssat[export]" '
+                   '(onnx and onnxruntime)']

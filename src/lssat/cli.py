@@ -23,6 +23,7 @@ from lssat.errors import LssatError
 
 USAGE_ERROR = 2
 INTERNAL_ERROR = 1
+BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended (128 + 13)
 # names under which a function holds the file it reads or writes (innermost frame first)
 _PATH_NAMES = ("filepath", "filename", "urlpath", "path", "file", "fname", "fp")
 
@@ -62,9 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         status = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows here, not as a traceback at exit
     except KeyboardInterrupt:
         print(f"lssat {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        return BROKEN_PIPE
     except Exception as err:  # noqa: BLE001 - every error ends as one line (and its traceback with --debug)
         line, code = error_line(err)
         if os.environ.get("RANK", "0") == "0":  # under DDP, say it once
@@ -73,6 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lssat {args.command}: {line}", file=sys.stderr)
         return code
     return int(status or 0)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: the reader of the pipe is gone, and the interpreter's final flush
+    would otherwise fail again with 'Exception ignored ... BrokenPipeError'."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout without a file descriptor
+        pass
 
 
 def error_line(err: BaseException) -> tuple[str, int]:

@@ -31,9 +31,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lssat.errors import InputError
-    from lssat.infer.export import example_input, export_model, run_onnx
+    from lssat.infer.export import example_input, export_model, require, run_onnx
     from lssat.infer.predictor import load
 
+    if args.format == "onnx":  # before loading the model: a missing extra is one line, at once
+        require("onnx")
+        if not args.no_check:
+            require("onnxruntime")
     predictor = load(args.checkpoint, device="cpu")
     out = export_model(predictor, args.output, args.format, args.input_dtype, args.opset)
     message = f"wrote {out} ({args.format}, input {args.input_dtype} (B, 3, {predictor.img_size}, {predictor.img_size}))"

@@ -28,10 +28,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from lssat.errors import ConfigError, InputError
+from lssat.errors import ConfigError, InputError, MissingDependencyError
 from lssat.fileio import dumps_json
 
 FORMATS = ("onnx", "torchscript")
+EXPORT_EXTRA_HINT = 'pip install "lssat[export]"'
+
+
+def require(module: str) -> Any:
+    """Import an optional export dependency (onnx, onnxruntime), or a MissingDependencyError naming
+    the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"ONNX export needs {module}, which is not installed: {EXPORT_EXTRA_HINT} "
+                                     f"(onnx and onnxruntime)") from None
 INPUT_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 
 
@@ -78,6 +91,8 @@ def export_model(predictor: Any, output: str | os.PathLike, fmt: str = "onnx", i
         raise ConfigError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if input_dtype not in INPUT_DTYPES:
         raise ConfigError(f"input dtype must be one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
+    if fmt == "onnx":
+        require("onnx")
     spec = predictor.spec
     graph = InferenceGraph(predictor.model, spec.task_kind).to("cpu").eval()
     example = example_input(spec.img_size, 2, input_dtype)
@@ -106,7 +121,7 @@ def _quiet():
 
 
 def _export_onnx(graph: nn.Module, example: torch.Tensor, output: Path, meta: dict[str, Any], opset: int) -> None:
-    import onnx
+    onnx = require("onnx")
 
     buffer = io.BytesIO()
     ctx = _quiet()
@@ -143,8 +158,7 @@ def _export_torchscript(graph: nn.Module, example: torch.Tensor, output: Path, m
 
 def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> tuple[Any, Any]:
     """Run an exported ONNX model with ONNX Runtime (CPU): (logits, probabilities) as numpy."""
-    import onnxruntime as ort
-
+    ort = require("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits, probs = session.run(None, {"images": images.cpu().numpy()})
     return logits, probs
