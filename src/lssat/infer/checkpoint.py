@@ -125,23 +125,29 @@ def _finite(state: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _read_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     meta = path.with_suffix(".json")
     if not meta.is_file():
         raise DataError(f"{path}: no {meta.name} beside it with the model's description")
+    return _read_spec_and_weights(meta, path, str(path), f"{path}: unreadable checkpoint")
+
+
+def _read_spec_and_weights(config: Path, weights: Path, where: str,
+                           failure: str) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """A model description (JSON) and its safetensors weights; `failure` starts the one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
+        data = json.loads(config.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
-            raise DataError(f"{meta}: expected a JSON object describing the model")
-        spec = ModelSpec.from_dict(data, str(path))
-        state = load_file(str(path))
+            raise DataError(f"{config}: expected a JSON object describing the model")
+        spec = ModelSpec.from_dict(data, where)
+        state = load_file(str(weights))
     except DataError:
         raise
     except (ValueError, OSError, SafetensorError) as err:
-        raise DataError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:160]})") from None
-    return spec, _finite(state, path)
+        raise DataError(f"{failure} ({str(err).splitlines()[0][:160]})") from None
+    return spec, _finite(state, weights)
 
 
 def _is_spec_json(path: Path) -> bool:
@@ -165,21 +171,9 @@ def _read_run_folder(folder: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 
 def _read_pretrained(folder: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
     """A folder `LSSATModel.save_pretrained` wrote: config.json (architecture and task) and model.safetensors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    config, weights = folder / "config.json", folder / "model.safetensors"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise DataError(f"{config}: expected a JSON object describing the model")
-        spec = ModelSpec.from_dict(data, str(config))
-        state = load_file(str(weights))
-    except DataError:
-        raise
-    except (ValueError, OSError, SafetensorError) as err:
-        raise DataError(f"{folder}: unreadable model folder ({str(err).splitlines()[0][:160]})") from None
-    return spec, _finite(state, weights)
+    config = folder / "config.json"
+    return _read_spec_and_weights(config, folder / "model.safetensors", str(config),
+                                  f"{folder}: unreadable model folder")
 
 
 def _read_engine(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
