@@ -46,11 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"lssat.commands.{info.name}")
         sub = module.register(subparsers)
         if isinstance(sub, argparse.ArgumentParser):
-            try:  # also accepted after the command; SUPPRESS keeps a top-level --debug when absent here
-                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                                 help="on an error, print the Python traceback too")
-            except argparse.ArgumentError:
-                pass  # the command has a --debug of its own
+            # also accepted after the command; SUPPRESS keeps a top-level --debug when absent here
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, print the Python traceback too")
     return parser
 
 

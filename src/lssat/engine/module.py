@@ -327,8 +327,7 @@ class LSSATModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lssat"] = self.metadata
-        checkpoint["lssat_mask_rng"] = self.mask_generator.get_state()
-        states = rng_states(self.mask_generator)
+        states = rng_states(self.mask_generator)  # the masking generator's state included
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1 and torch.distributed.is_available() \
                 and torch.distributed.is_initialized():  # every rank saves (dump_checkpoint runs on all)
@@ -346,7 +345,7 @@ class LSSATModule(L.LightningModule):
             rank = self.global_rank if self.global_rank < len(ranks) else 0
             restore_rng_states(ranks[rank], self.mask_generator)
             return
-        state = checkpoint.get("lssat_mask_rng")  # a checkpoint from before the other states were saved
+        state = checkpoint.get("lssat_mask_rng")  # a checkpoint from before every random state was saved
         if isinstance(state, torch.Tensor):
             self.mask_generator.set_state(state)
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from lssat.fileio import apply_umask, atomic_write_text, dumps_json, finite_json, lock_holder  # noqa: F401 (finite_json: re-exported)
+from lssat.fileio import atomic_path, atomic_write_text, dumps_json, lock_holder
 
 FORMAT_VERSION = 1
 FILENAME = "run_record.json"
@@ -155,22 +155,11 @@ def write_predictions(folder: str | Path, split: str, arrays: dict[str, Any]) ->
     ``video_id`` (deepfake, "" for none) and ``subgroup/<key>`` (strings, "" for none) when present.
     Plain numpy arrays: ``numpy.load(path)`` reads them without pickle.
     """
-    import os
-    import tempfile
-
     import numpy as np
 
     target = Path(folder) / PREDICTIONS_DIR / f"{split}.npz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npz", dir=target.parent)
-    try:
-        apply_umask(fd)
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
     return f"{PREDICTIONS_DIR}/{split}.npz"
 
 
