@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from lssat.engine.module import LSSATModule, TrainingDiverged
 from lssat.errors import InputError
-from lssat.fileio import atomic_path, atomic_write_text, dumps_json
+from lssat.fileio import atomic_write_text, dumps_json
 
 NAMES = ("last", "best")
 
@@ -44,11 +44,9 @@ NAMES = ("last", "best")
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
     """Write the model's weights (safetensors) with JSON metadata in the header (strict JSON: nan
     and infinities as null), atomically, with the user's umask."""
-    from safetensors.torch import save_file
+    from lssat.models.weights import save_safetensors
 
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:  # the user's umask, not the 0600 safetensors gives its files
-        save_file(tensors, str(tmp), metadata={"lssat": dumps_json(metadata)})
+    save_safetensors(model.state_dict(), path, {"lssat": dumps_json(metadata)})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -123,12 +121,9 @@ def read_lightning_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[s
 
 def check_finite(state: dict[str, Any], path: str | Path) -> None:
     """An InputError naming the file and the first tensor of `state` that holds a nan or an infinity."""
-    from lssat.models.weights import first_non_finite
+    from lssat.models.weights import require_finite
 
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise InputError(f"{path}: weight {bad!r} is not finite (nan or inf); refusing weights that would "
-                         f"predict nan")
+    require_finite(state, path, InputError)
 
 
 class RunCheckpoints(Checkpoint):

@@ -77,12 +77,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, spec: Model
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from lssat.fileio import dumps_json
+        from lssat.models.weights import save_safetensors
 
-        from lssat.fileio import apply_umask, dumps_json
-
-        save_file(state, str(path))
-        apply_umask(path)  # safetensors makes its files 0600
+        save_safetensors(state, path)
         path.with_suffix(".json").write_text(dumps_json(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
     else:
         torch.save({"lssat_checkpoint": CHECKPOINT_VERSION, "spec": spec.to_dict(), "state_dict": state}, path)
@@ -116,11 +114,9 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[ModelSpec, dict[str,
 
 def _finite(state: dict[str, Any], path: Path) -> dict[str, Any]:
     """`state`, or a DataError naming the file and its first tensor holding a nan or an infinity."""
-    from lssat.models.weights import first_non_finite
+    from lssat.models.weights import require_finite
 
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise DataError(f"{path}: weight {bad!r} is not finite (nan or inf); refusing weights that would predict nan")
+    require_finite(state, path, DataError)
     return state
 
 

@@ -322,9 +322,8 @@ class LSSATModel(nn.Module):
         A folder with the task in its config is what `lssat.load` reads; `from_pretrained` rebuilds
         the model from either. Returns the folder.
         """
-        from safetensors.torch import save_file
-
-        from lssat.fileio import atomic_path, atomic_write_text, dumps_json
+        from lssat.fileio import atomic_write_text, dumps_json
+        from lssat.models.weights import save_safetensors
 
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
@@ -332,9 +331,7 @@ class LSSATModel(nn.Module):
         if task is not None:
             config.update(task_kind=task.kind, names=list(task.names), threshold=float(task.threshold))
         config.update(extra)
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
-        with atomic_path(folder / "model.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        save_safetensors(self.state_dict(), folder / "model.safetensors", {"format": "pt"})
         atomic_write_text(folder / "config.json", dumps_json(config, indent=2) + "\n")
         return folder
 

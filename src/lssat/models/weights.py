@@ -1,4 +1,5 @@
-"""Checks on a state dict before it is loaded: that it fits the model, and that every weight is finite.
+"""State dicts on disk: checks before one is loaded (it fits the model, every weight is finite),
+and the one safetensors writer.
 
 `load_state_dict` reports a misfit as a many-line RuntimeError (or, with ``strict=False``, not at
 all), and happily loads nan weights that then predict nan. These helpers name the first problem
@@ -7,6 +8,7 @@ in a few words, for a one-line error that also names the file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +43,26 @@ def first_non_finite(state: Mapping[str, Any]) -> str | None:
             if not bool(torch.isfinite(value).all()):
                 return key
     return None
+
+
+def require_finite(state: Mapping[str, Any], path: str | os.PathLike, error: type[Exception]) -> None:
+    """`error` naming the file and the first tensor of `state` that holds a nan or an infinity."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise error(f"{path}: weight {bad!r} is not finite (nan or inf); refusing weights that would predict nan")
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write a state dict as safetensors (CPU, contiguous copies), atomically and with the user's
+    umask rather than the 0600 safetensors gives its files."""
+    from safetensors.torch import save_file
+
+    from lssat.fileio import atomic_path
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def unreadable(err: BaseException) -> str:
