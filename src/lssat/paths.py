@@ -51,14 +51,20 @@ def read_bytes(path: str | os.PathLike, limit: int, error: type[Exception] = Dat
     if problem is not None:
         raise error(f"{path}: {what} {problem}")
     try:
-        with open(path, "rb") as f:
-            # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth), capped
-            data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
+        data = read_capped(path, limit)
     except OSError as err:
         raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
     if len(data) > limit:
         raise error(f"{path}: {what} larger than {_size(limit)} (limit on one input)")
     return data
+
+
+def read_capped(path: str | os.PathLike, limit: int) -> bytes:
+    """A regular file's content, read up to `limit` + 1 bytes (more than `limit` says the file is over
+    it); OSError as raised. Check the path with `file_problem` first."""
+    with open(path, "rb") as f:
+        # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth), capped
+        return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
 
 
 def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_TEXT_BYTES,

@@ -220,15 +220,13 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]], int 
 def read_image_file(path: str | os.PathLike) -> bytes:
     """The bytes of an image file: only a regular file (a named pipe would block, a device could be
     read without end) of at most MAX_IMAGE_FILE_BYTES. ImageDecodeError naming the path otherwise."""
-    from lssat.paths import file_problem
+    from lssat.paths import file_problem, read_capped
 
     problem = file_problem(path)
     if problem is not None:
         raise ImageDecodeError(f"{path}: image file {problem}", f"image file {problem}")
     try:
-        with open(path, "rb") as f:
-            # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth), capped
-            data = f.read(min(os.fstat(f.fileno()).st_size, MAX_IMAGE_FILE_BYTES) + 1)
+        data = read_capped(path, MAX_IMAGE_FILE_BYTES)
     except OSError as err:
         raise ImageDecodeError(f"{path}: cannot read image file ({err.strerror or err})", str(err.strerror or err)) from None
     if len(data) > MAX_IMAGE_FILE_BYTES:
