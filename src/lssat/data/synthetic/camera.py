@@ -36,12 +36,14 @@ def _noise_tile(side: int) -> np.ndarray:
     return np.random.default_rng(0x5EED).standard_normal((3, side, side), dtype=F32)
 
 
-def add_noise(images: np.ndarray, sigma: np.ndarray, keys: Sequence[Sequence[int]]) -> np.ndarray:
+def add_noise(images: np.ndarray, sigma: np.ndarray, keys: Sequence[Sequence[int]],
+              luma: bool = False) -> np.ndarray:
     """Gaussian sensor noise of per-face `sigma`, in place.
 
     Each face takes its noise from a window of a fixed tile of normal noise (3 independent channels)
     at an offset drawn from a generator seeded by its key: deterministic per key, and about 15x
-    cheaper than drawing fresh normals.
+    cheaper than drawing fresh normals. `luma`: another sensor's noise instead (the shifted domain,
+    `lssat.data.synthetic.domains`): one value for the three channels, in 2 x 2 grains.
     """
     size = images.shape[-1]
     side = max(512, 2 * size)
@@ -49,7 +51,12 @@ def add_noise(images: np.ndarray, sigma: np.ndarray, keys: Sequence[Sequence[int
     out = torch.from_numpy(images)
     for i, key in enumerate(keys):
         oy, ox = np.random.default_rng(list(key)).integers(0, side - size + 1, size=2)
-        out[i].add_(tile[:, oy:oy + size, ox:ox + size], alpha=float(sigma[i]))
+        if luma:
+            half = (size + 1) // 2
+            grain = tile[0, oy:oy + half, ox:ox + half].repeat_interleave(2, 0).repeat_interleave(2, 1)
+            out[i].add_(grain[None, :size, :size], alpha=float(sigma[i]))
+        else:
+            out[i].add_(tile[:, oy:oy + size, ox:ox + size], alpha=float(sigma[i]))
     return images
 
 

@@ -27,13 +27,15 @@ class SyntheticFaces(Dataset):
 
     def __init__(self, task: str, split: str = "train", n: int = 1000, size: int = 64, seed: int = 0, *,
                  dark_fraction: float = DEFAULT_DARK_FRACTION, clip_len: int = DEFAULT_CLIP_LEN,
-                 methods: Sequence[str] = METHODS, difficulty: Any = "default", layout: str = "chw",
+                 methods: Sequence[str] = METHODS, difficulty: Any = "default", domain: str = "default",
+                 layout: str = "chw",
                  transform: Callable[[Any], Any] | None = None):
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ConfigError(f"SyntheticFaces: n must be a non-negative integer, got {n!r}")
         if layout not in ("chw", "hwc"):
             raise ConfigError(f"SyntheticFaces: layout must be 'chw' or 'hwc', got {layout!r}")
-        self.spec = SyntheticSpec(task, size, seed, split, dark_fraction, clip_len, tuple(methods), difficulty)
+        self.spec = SyntheticSpec(task, size, seed, split, dark_fraction, clip_len, tuple(methods), difficulty,
+                                  domain)
         self.n, self.layout, self.transform = int(n), layout, transform
 
     @property

@@ -34,6 +34,7 @@ from lssat.data.synthetic.deepfakes import METHODS, N_MANIP_UNIFORMS, manipulate
 from lssat.data.synthetic.faces import (ATTRIBUTE_NAMES, EXPRESSIONS, N_UNIFORMS, SKIN_GROUPS, Params,
                                         draw_uniforms, sample_faces)
 from lssat.data.synthetic.difficulty import Difficulty, difficulty_name, resolve_difficulty
+from lssat.data.synthetic.domains import SHIFTED_KEY_OFFSET, check_domain, shift_faces
 from lssat.data.synthetic.render import render
 from lssat.data.synthetic.video import apply_motion
 from lssat.errors import ConfigError
@@ -59,9 +60,11 @@ class SyntheticSpec:
     clip_len: int = DEFAULT_CLIP_LEN
     methods: tuple[str, ...] = METHODS
     difficulty: Difficulty | str | Any = "default"
+    domain: str = "default"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "difficulty", resolve_difficulty(self.difficulty))
+        check_domain(self.domain)
         if self.task not in TASKS:
             raise ConfigError(f"synthetic: task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.split not in SPLITS:
@@ -101,13 +104,16 @@ def make_header(spec: SyntheticSpec) -> IndexHeader:
                             "difficulty_knobs": spec.difficulty.to_dict()}
     if spec.task == "deepfake":
         info.update(clip_len=spec.clip_len, methods=list(spec.methods))
+    if spec.domain != "default":  # the default domain's header stays as it was
+        info["domain"] = spec.domain
     return IndexHeader(dataset="synthetic", task=spec.task, classes=classes,
                        attribute_names=list(ATTRIBUTE_NAMES) if spec.task == "attributes" else None,
                        subgroups=["skin_tone"], info=info)
 
 
 def _key(spec: SyntheticSpec, unit: int, *extra: int) -> tuple[int, ...]:
-    return (spec.seed, _SPLIT_CODES[spec.split], _TASK_CODES[spec.task], int(unit), *extra)
+    split = _SPLIT_CODES[spec.split] + (SHIFTED_KEY_OFFSET if spec.domain == "shifted" else 0)
+    return (spec.seed, split, _TASK_CODES[spec.task], int(unit), *extra)
 
 
 def is_dark(spec: SyntheticSpec, units: np.ndarray) -> np.ndarray:
@@ -121,10 +127,14 @@ def _finish(spec: SyntheticSpec, p: Params, noise_keys: list[tuple[int, ...]],
             method: np.ndarray | None = None, donor: Params | None = None,
             manip_u: np.ndarray | None = None) -> tuple[np.ndarray, list[bytes]]:
     images = camera.expose(render(p, spec.size), p)
-    camera.add_noise(images, p["noise"], noise_keys)
+    camera.add_noise(images, p["noise"], noise_keys, luma=spec.domain == "shifted")
     if method is not None and (method >= 0).any():
         manipulate(images, p, donor, method, manip_u)
     return camera.finish(images, p["jpeg_quality"])
+
+
+def _shift(spec: SyntheticSpec, p: Params) -> Params:
+    return shift_faces(p, spec.domain, float(spec.difficulty.jpeg_min))
 
 
 def _subgroup(dark: bool) -> dict[str, str]:
@@ -137,7 +147,7 @@ def _face_params(spec: SyntheticSpec, index: np.ndarray) -> tuple[Params, np.nda
     labels = None
     if spec.task == "expression":
         labels = np.minimum((u[:, 0] * len(EXPRESSIONS)).astype(np.int64), len(EXPRESSIONS) - 1)
-    p = sample_faces(u[:, 1:], dark, expression=labels, difficulty=spec.difficulty)
+    p = _shift(spec, sample_faces(u[:, 1:], dark, expression=labels, difficulty=spec.difficulty))
     p["frame"] = np.zeros(len(index), np.int64)
     return p, dark
 
@@ -189,8 +199,8 @@ def _render_clips(spec: SyntheticSpec, index: np.ndarray) -> Generated:
     donor_u = draw_uniforms([_key(spec, g, 1) for g in groups])[inverse]
     manip_u = draw_uniforms([_key(spec, g, 2) for g in groups], N_MANIP_UNIFORMS)[inverse]
     dark = is_dark(spec, lay["group"])
-    p = apply_motion(sample_faces(u, dark, difficulty=spec.difficulty), lay["frame"], spec.clip_len)
-    donor = sample_faces(donor_u, dark, difficulty=spec.difficulty)
+    p = apply_motion(_shift(spec, sample_faces(u, dark, difficulty=spec.difficulty)), lay["frame"], spec.clip_len)
+    donor = _shift(spec, sample_faces(donor_u, dark, difficulty=spec.difficulty))
     # a fake frame shares the sensor noise of its real source frame
     noise_keys = [_key(spec, g, 3, f) for g, f in zip(lay["group"], lay["frame"])]
     images, data = _finish(spec, p, noise_keys, lay["method"], donor, manip_u)
@@ -244,12 +254,12 @@ def iter_batches(spec: SyntheticSpec, start: int, stop: int,
 def generate(task: str, n: int, size: int = 64, seed: int = 0, split: str = "train", *, start: int = 0,
              dark_fraction: float = DEFAULT_DARK_FRACTION, clip_len: int = DEFAULT_CLIP_LEN,
              methods: Sequence[str] = METHODS, batch_size: int | None = None,
-             difficulty: Difficulty | str | Any = "default") -> Generated:
+             difficulty: Difficulty | str | Any = "default", domain: str = "default") -> Generated:
     """Items start..start+n-1 of a synthetic split: uint8 (n, size, size, 3) images and records."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ConfigError(f"synthetic: number of images must be a non-negative integer, got {n!r}")
     n = int(n)
-    spec = SyntheticSpec(task, size, seed, split, dark_fraction, clip_len, tuple(methods), difficulty)
+    spec = SyntheticSpec(task, size, seed, split, dark_fraction, clip_len, tuple(methods), difficulty, domain)
     parts = list(iter_batches(spec, start, start + n, batch_size))
     if not parts:
         return render_items(spec, [])

@@ -22,7 +22,7 @@ from lssat.errors import ConfigError
 def write_synthetic(out_dir: str | os.PathLike, task: str, sizes: Mapping[str, int], size: int = 64,
                     seed: int = 0, *, dark_fraction: float = DEFAULT_DARK_FRACTION,
                     clip_len: int = DEFAULT_CLIP_LEN, methods: Sequence[str] = METHODS,
-                    difficulty: Any = "default", videos: bool = False, video_records: bool = False,
+                    difficulty: Any = "default", domain: str = "default", videos: bool = False, video_records: bool = False,
                     index_path: str | os.PathLike | None = None, progress: bool = True) -> ImportResult:
     """Write the JPEG files of each split (`sizes`: split -> number of images) under `out_dir`.
 
@@ -46,7 +46,7 @@ def write_synthetic(out_dir: str | os.PathLike, task: str, sizes: Mapping[str, i
         raise ConfigError(f"synthetic: only the deepfake task has videos, not {task!r}")
     videos = videos or video_records
     out_dir = Path(out_dir)
-    specs = [SyntheticSpec(task, size, seed, s, dark_fraction, clip_len, tuple(methods), difficulty)
+    specs = [SyntheticSpec(task, size, seed, s, dark_fraction, clip_len, tuple(methods), difficulty, domain)
              for s in SPLITS]
     header = make_header(specs[0])
     records: list[Record] = []
