@@ -1,4 +1,4 @@
-"""Export the inference path of a trained model to ONNX or TorchScript.
+"""Export the inference path of a trained model to ONNX or TorchScript, or its backbone for timm.
 
 Only what runs at test time is exported: the unmasked pass and the task head, plus the auxiliary
 feature of the fusion branch where the recipe fuses (never the decoder's prediction heads, the
@@ -14,6 +14,14 @@ Input contract of the exported model:
 
 The model's description (task, names, img_size, the input contract) is stored with the file:
 ONNX metadata properties, or the TorchScript archive's extra file ``lssat.json``.
+
+`export_timm` writes the encoder alone (no task head, no auxiliary branches) as timm writes a model
+for the Hugging Face hub (`timm.models.save_for_hf`'s layout): a folder with ``config.json``
+(architecture, ``model_args``, ``pretrained_cfg`` with the model's own mean, std and input size)
+and ``model.safetensors`` with the keys as timm names them. ``timm.create_model("local-dir:DIR",
+pretrained=True)`` rebuilds it; its output is the pooled feature lssat's head reads (``num_classes``
+0). Its input is the normalised image of the recipe's ``classify_input`` (RGB for every recipe but
+the texture-classifying ones); an extra texture stem (``texture_channels: own``) is not part of it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from lssat.errors import ConfigError, InputError, MissingDependencyError
 from lssat.fileio import dumps_json
 
 FORMATS = ("onnx", "torchscript")
+ALL_FORMATS = (*FORMATS, "timm")
 EXPORT_EXTRA_HINT = 'pip install "lssat[export]"'
 
 
@@ -154,6 +163,44 @@ def _export_torchscript(graph: nn.Module, example: torch.Tensor, output: Path, m
         raise InputError(f"TorchScript export failed: {str(err).splitlines()[0][:200]}") from None
     finally:
         ctx.__exit__(None, None, None)
+
+
+def export_timm(predictor: Any, output: str | os.PathLike) -> Path:
+    """Write a loaded `Predictor`'s backbone as a timm-loadable folder (config.json +
+    model.safetensors, timm's key names; see the module docstring); returns the folder."""
+    from timm.models._hub import save_config_for_hf
+
+    from lssat.fileio import atomic_path
+    from lssat.models.weights import save_safetensors
+
+    spec, model = predictor.spec, predictor.model
+    backbone = model.backbone.model
+    recipe = model.recipe
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder (--format timm writes a folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    data_config = {"input_size": (3, spec.img_size, spec.img_size), "mean": model.rgb_mean.flatten().tolist(),
+                   "std": model.rgb_std.flatten().tolist(), "crop_pct": float(spec.eval_crop_fraction)}
+    lssat_info = {"lssat_export": 1, "classify_input": recipe.classify_input, "recipe": recipe.label,
+                  "task": spec.task_kind, "provenance": spec.provenance,
+                  "input": f"{recipe.classify_input} image (B, 3, {spec.img_size}, {spec.img_size}), "
+                           f"normalised with pretrained_cfg mean/std" if recipe.classify_input == "rgb" else
+                           f"{recipe.classify_input} code map scaled to [-1, 1] (see lssat.models.lssat)"}
+    with atomic_path(folder / "config.json") as tmp:
+        save_config_for_hf(backbone, str(tmp), data_config=data_config,
+                           model_config={"pretrained_cfg": {"tag": "lssat"}, "lssat": lssat_info})
+    save_safetensors(backbone.state_dict(), folder / "model.safetensors", {"format": "pt"})
+    return folder
+
+
+def timm_features(folder: str | os.PathLike, images: torch.Tensor) -> torch.Tensor:
+    """Features of an exported timm folder on normalised `images`, through `timm.create_model`."""
+    import timm
+
+    model = timm.create_model(f"local-dir:{Path(folder).resolve()}", pretrained=True).eval()
+    with torch.no_grad():
+        return model(images)
 
 
 def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> tuple[Any, Any]:
