@@ -183,3 +183,87 @@ def train_cell(config: dict[str, Any], run_dir: Path, resume: bool = False, *,
     finally:
         torch.set_num_threads(previous)
     return result.record if result.is_global_zero else {}
+
+
+def eval_set_hash(definition: dict[str, Any]) -> str:
+    """A short hash of an eval set's definition (a changed definition is evaluated again)."""
+    import hashlib
+
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def missing_eval_sets(record: dict[str, Any] | None, eval_sets: dict[str, dict[str, Any]]) -> list[str]:
+    """The eval sets a done record has no result for (or a result of another definition, or a failure)."""
+    done = (record or {}).get("eval_sets") or {}
+    return [name for name, definition in eval_sets.items()
+            if not isinstance(done.get(name), dict) or done[name].get("definition") != eval_set_hash(definition)
+            or done[name].get("metrics") is None]
+
+
+def evaluate_cell(run_dir: Path, eval_sets: dict[str, dict[str, Any]], *, data_cache: Path | str | None = None,
+                  threads: int | None = None) -> dict[str, Any] | None:
+    """Evaluate a trained cell on its extra test sets (`lssat.bench.protocols`); returns its record.
+
+    The checkpoint its test used (``record.checkpoint.file``) goes through the engine's
+    `evaluate` on each set's test split; the per-sample scores are saved as
+    ``predictions/eval-<name>.npz`` beside the test's, and ``record.eval_sets.<name>`` holds
+    {definition (hash), metrics, predictions, data, tested, error}. Sets already evaluated with the
+    same definition are kept; a set that cannot be evaluated is stored with its one-line error (and
+    tried again on the next run). The record is rewritten atomically. None when the cell has no done
+    record.
+    """
+    import torch
+
+    from lssat.engine import record as rec
+    from lssat.errors import LssatError
+
+    folders = [f for f in engine_folders(Path(run_dir)) if _status(f) == "done"]
+    if not folders:
+        return None
+    folder = folders[-1]
+    record = json.loads((folder / RECORD_FILE).read_text())
+    missing = missing_eval_sets(record, eval_sets)
+    if not missing:
+        return record
+    from lssat.engine.run import evaluate
+
+    results = dict(record.get("eval_sets") or {})
+    config = record.get("config") or {}
+    checkpoint = (record.get("checkpoint") or {}).get("file")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        for name in missing:
+            definition = eval_sets[name]
+            entry: dict[str, Any] = {"definition": eval_set_hash(definition), "metrics": None, "predictions": None,
+                                     "data": None, "tested": (record.get("checkpoint") or {}).get("tested"),
+                                     "error": None}
+            try:
+                index, synthetic = definition.get("index"), definition.get("synthetic")
+                if synthetic is not None and data_cache is not None:
+                    data = {**dict(config.get("data") or {}), "synthetic": synthetic, "index": None}
+                    index, synthetic = materialize_synthetic(data, Path(data_cache))["index"], None
+                result = evaluate(checkpoint, index, "test", synthetic=synthetic, progress=False,
+                                  accelerator=str((config.get("trainer") or {}).get("accelerator", "auto")),
+                                  keep_predictions=True)
+                arrays = result.pop("predictions", None)
+                entry.update(metrics=result["metrics"], data=result["data"])
+                if arrays:
+                    entry["predictions"] = rec.write_predictions(folder, f"eval-{name}", arrays)
+            except (LssatError, OSError, ValueError, RuntimeError) as err:
+                entry["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            results[name] = entry
+    finally:
+        torch.set_num_threads(previous)
+    record["eval_sets"] = results
+    rec.write_record(folder, record)
+    return record
+
+
+def _status(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / RECORD_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None

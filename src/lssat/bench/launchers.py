@@ -111,6 +111,19 @@ def _train_one(cell: Cell, run_dir: Path, train_fn: TrainFn, resume: bool) -> tu
     return record, None
 
 
+def evaluate_after(cell: Cell, run_dir: Path, record: dict[str, Any] | None, error: str | None,
+                   options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A freshly trained cell evaluated on its extra test sets (`adapter.evaluate_cell`), in the
+    process that trained it; the record as it was when the cell failed or has no eval sets."""
+    if error is not None or not cell.eval_sets or not record or record.get("status") != "done":
+        return record
+    try:
+        return adapter.evaluate_cell(run_dir, cell.eval_sets, **dict(options or {})) or record
+    except Exception:  # the cell is trained: keep it; the runner evaluates the sets again afterwards
+        atomic_write_text(run_dir / "eval_error.txt", traceback.format_exc())
+        return record
+
+
 def run_local(cells: Sequence[Cell], bench_dir: Path, train_fn: TrainFn | None = None,
               options: Mapping[str, Any] | None = None, jobs: int = 1) -> Iterator[Outcome]:
     """Train the cells one after another in this process (`options`: see `runner_options`); with
@@ -121,6 +134,7 @@ def run_local(cells: Sequence[Cell], bench_dir: Path, train_fn: TrainFn | None =
 
         yield from run_pool(cells, bench_dir, train_fn, options, jobs=jobs)
         return
+    engine = train_fn is None
     if train_fn is None:
         train_fn = functools.partial(adapter.train_cell, **dict(options or {}))
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own deprecation noise
@@ -128,6 +142,8 @@ def run_local(cells: Sequence[Cell], bench_dir: Path, train_fn: TrainFn | None =
         start = time.perf_counter()
         run_dir = prepare_run_dir(bench_dir, cell, options)
         record, error = train_one(cell, run_dir, train_fn)
+        if engine:
+            record = evaluate_after(cell, run_dir, record, error, options)
         yield Outcome(cell, run_dir, record, error, time.perf_counter() - start)
 
 

@@ -195,6 +195,7 @@ def _serve(conn: Any, train_fn: Any, options: dict[str, Any], threads: int, pare
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    engine = train_fn is None
     if train_fn is None:
         import functools
 
@@ -223,6 +224,8 @@ def _serve(conn: Any, train_fn: Any, options: dict[str, Any], threads: int, pare
         cell, run_dir = task[1], Path(task[2])
         _set_threads(threads)
         record, error = launchers.train_one(cell, run_dir, train_fn)
+        if engine:
+            record = launchers.evaluate_after(cell, run_dir, record, error, options)
         try:
             conn.send(("cell", record, error))
         except (pickle.PicklingError, TypeError, AttributeError):  # an odd object in the record

@@ -3,8 +3,8 @@
 Columns: the axes (backbone, task, task_kind, recipe, seed, fraction), cell_id, label, run_dir,
 ``predictions`` (the per-sample test scores' file relative to the benchmark folder, or None),
 ``chance`` (the best constant prediction's headline value when the record tells it, else nan),
-``val/<metric>`` and ``test/<metric>`` (every numeric scalar of the run record's metrics) and
-``cost/<key>``. Failed cells, cells of the spec with no entry, and entries of cells no longer in
+``val/<metric>`` and ``test/<metric>`` (every numeric scalar of the run record's metrics),
+``eval/<set>/<metric>`` (each extra test set's, `lssat.bench.protocols`) and ``cost/<key>``. Failed cells, cells of the spec with no entry, and entries of cells no longer in
 the spec are counted (never dropped silently) for the report's "limits" section.
 """
 
@@ -90,6 +90,9 @@ def entry_row(entry: dict[str, Any]) -> dict[str, Any]:
     row.update(cell_id=entry["cell_id"], label=entry.get("label"), run_dir=entry.get("run_dir"))
     row.update(_numbers("val", metrics.get("val")))
     row.update(_numbers("test", metrics.get("test")))
+    for name, result in (record.get("eval_sets") or {}).items():  # extra test sets (bench.protocols)
+        if isinstance(result, dict):
+            row.update(_numbers(f"eval/{name}", result.get("metrics")))
     cost = {COST_ALIASES.get(k, k): v for k, v in (record.get("cost") or {}).items()}
     row.update(_numbers("cost", cost))
     row["predictions"] = predictions_path(entry)

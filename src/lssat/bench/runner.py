@@ -120,6 +120,32 @@ def collect_from_spec(bench_dir: Path | str) -> int:
     return collect_finished(spec.cells(), bench_dir, ResultsStore(bench_dir))
 
 
+def evaluate_pending(cells: list[Cell], bench_dir: Path, store: ResultsStore, options: Mapping[str, Any],
+                     progress: bool = True) -> int:
+    """Evaluate done cells on the eval sets their record has no result for (added to the spec after
+    they trained, or failed before), without retraining them; returns how many cells it evaluated."""
+    entries = store.load()
+    evaluated = 0
+    for cell in cells:
+        entry = entries.get(cell.cell_id) or {}
+        if not cell.eval_sets or entry.get("status") != "done" \
+                or not adapter.missing_eval_sets(entry.get("record"), cell.eval_sets):
+            continue
+        run_dir = launchers.run_dir_of(bench_dir, cell)
+        record = adapter.evaluate_cell(run_dir, cell.eval_sets, **dict(options))
+        if record is None:
+            continue
+        updated = make_entry(cell, record, run_dir, bench_dir)
+        updated["attempts"] = entry.get("attempts", 1)
+        store.put(updated)
+        evaluated += 1
+        if progress:
+            failed = [n for n, r in (record.get("eval_sets") or {}).items() if r.get("error")]
+            note = f"; failed: {', '.join(failed)}" if failed else ""
+            print(f"{cell.label}: evaluated on {', '.join(cell.eval_sets)}{note}", file=sys.stderr)
+    return evaluated
+
+
 def _headline(record: Mapping[str, Any] | None) -> str:
     test = ((record or {}).get("metrics") or {}).get("test") or {}
     for key in ("video_auc", "mean_acc", "acc", "frame_auc"):
@@ -218,6 +244,8 @@ def _run_locked(spec: BenchSpec, bench_dir: Path, cells: list[Cell], *, launcher
         bar.close()
         result.seconds = time.perf_counter() - start
         print(result.summary(), file=sys.stderr)
+    if train_fn is None and not (launcher == "slurm" and not wait):
+        evaluate_pending(cells, bench_dir, store, options, progress)
     if write_report and not (launcher == "slurm" and not wait):
         from lssat.bench.report import write_report as make_report
 

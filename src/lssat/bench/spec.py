@@ -10,6 +10,10 @@ name: default
 base: {trainer: {epochs: 2}, data: {image_size: 32}}   # shared by every cell
 backbones: {vit-d1: {model: {backbone: vit_tiny_patch16_224}}}
 tasks: {deepfake: {kind: deepfake, config: {data: {synthetic: {task: deepfake}}}}}
+#   a task may add extra test sets and a generalisation protocol (`lssat.bench.protocols`):
+#   eval_sets: {shifted: {synthetic: {task: deepfake, test: 256, options: {domain: shifted}}},
+#               celebdf: {index: ${celebdf_index}}}
+#   protocol: leave_one_method_out
 recipes: [supervised, ssat]          # preset names, or label -> fragment
 seeds: [0, 1]
 fractions: [1.0]                     # optional: training fractions
@@ -66,11 +70,18 @@ class Cell:
     config: dict[str, Any] = field(compare=False, hash=False)
     cell_id: str = ""
     label: str = ""
+    # extra test sets, name -> {"index": path} or {"synthetic": setting} (`lssat.bench.protocols`);
+    # not part of the cell's id: adding one evaluates the trained cell again, it does not retrain it
+    eval_sets: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, hash=False)
+    protocol: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def axes(self) -> dict[str, Any]:
         """The axis values as plain data (stored beside the run record)."""
-        return {"backbone": self.backbone, "task": self.task, "task_kind": self.task_kind,
+        axes = {"backbone": self.backbone, "task": self.task, "task_kind": self.task_kind,
                 "recipe": self.recipe, "seed": self.seed, "fraction": self.fraction}
+        if self.protocol:  # a generalisation protocol's group: which task it came from, what it held out
+            axes["protocol"] = dict(self.protocol)
+        return axes
 
 
 @dataclass
@@ -92,20 +103,23 @@ class BenchSpec:
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in a stable order (task, backbone, recipe, fraction, seed)."""
+        from lssat.bench import protocols
+
         out = []
         many_fractions = len(self.fractions) > 1 or self.fractions != [1.0]
+        groups = protocols.expand_tasks(self.tasks, self.settings, self.base, f"spec {self.name}")
         for task, backbone, recipe, fraction, seed in itertools.product(
-                self.tasks, self.backbones, self.recipes, self.fractions, self.seeds):
-            entry = self.tasks[task]
+                groups, self.backbones, self.recipes, self.fractions, self.seeds):
+            group = groups[task]
             config: dict[str, Any] = {}
-            for fragment in (self.base, self.backbones[backbone], entry.get("config", {}),
-                             self.recipes[recipe]):
+            for fragment in (self.base, self.backbones[backbone], group.config, self.recipes[recipe]):
                 deep_merge(config, fragment)
             deep_merge(config, adapter.axis_fragment(seed=seed, fraction=fraction))
             config = substitute(config, self.settings, f"spec {self.name}")
             label = f"{backbone}_{task}_{recipe}_s{seed}" + (f"_f{fraction:g}" if many_fractions else "")
-            out.append(Cell(backbone, task, entry["kind"], recipe, seed, fraction, config,
-                            config_hash(config), label))
+            out.append(Cell(backbone, task, group.kind, recipe, seed, fraction, config,
+                            config_hash(config), label, eval_sets=copy.deepcopy(group.eval_sets),
+                            protocol=dict(group.protocol)))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,13 +273,17 @@ def _axis(data: Mapping[str, Any], key: str, where: str) -> dict[str, dict[str, 
 def _tasks(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
     tasks = _axis(data, "tasks", where)
     for label, entry in tasks.items():
-        extra = sorted(set(entry) - {"kind", "config"})
+        extra = sorted(set(entry) - {"kind", "config", "eval_sets", "protocol"})
         if extra:
-            raise ConfigError(f"{where}: tasks.{label}: unknown key {extra[0]!r} (known: kind, config)")
+            raise ConfigError(f"{where}: tasks.{label}: unknown key {extra[0]!r} "
+                              "(known: kind, config, eval_sets, protocol)")
         if entry.get("kind") not in TASK_KINDS:
             raise ConfigError(f"{where}: tasks.{label}.kind must be one of {', '.join(TASK_KINDS)}, "
                               f"got {entry.get('kind')!r}")
         entry["config"] = _mapping(entry.get("config", {}) or {}, f"{where}: tasks.{label}.config")
+        from lssat.bench import protocols
+
+        protocols.check_task_entry(entry, f"{where}: tasks.{label}")
     return tasks
 
 

@@ -159,7 +159,15 @@ def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, An
     return LSSATModel(m.backbone, num_outputs, recipe, m.img_size, pretrained=m.pretrained == "hub",
                       weights=weights, allow_hub=m.pretrained == "hub", backbone_kwargs=dict(m.kwargs),
                       head_dropout=m.head_dropout, norm_mean=(norm or {}).get("mean"),
-                      norm_std=(norm or {}).get("std"))
+                      norm_std=(norm or {}).get("std"), init=resolve_init(m.init, recipe))
+
+
+def resolve_init(init: str | None, recipe: Any) -> str:
+    """model.init, where null means "mae" (MAE/SSAT's from-scratch init) for the SSAT family and the
+    supervised baseline, and "timm" for HMTL's recipes (puzzle, in-painting), built on timm's models."""
+    if init is not None:
+        return init
+    return "timm" if {"puzzle", "inpaint"} & set(recipe.aux) else "mae"
 
 
 def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, evaluate: bool = False) -> L.Trainer:
@@ -372,11 +380,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "test", *,
              batch_size: int | None = None, num_workers: int | None = None, accelerator: str = "auto",
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, synthetic: dict[str, Any] | None = None,
+             keep_predictions: bool = False) -> dict[str, Any]:
     """Metrics of a checkpoint (.safetensors, .ckpt or run folder) on one split.
 
     `index`: an index file, "synthetic" (the run's synthetic faces, or the default synthetic set of
-    the run's task), or None (the data the run was trained on).
+    the run's task), or None (the data the run was trained on). `synthetic`: a ``data.synthetic``
+    setting to evaluate on instead (e.g. another domain; `index` must then be None).
+    `keep_predictions`: also return the per-sample arrays (``predictions``, as
+    `lssat.engine.record.write_predictions` takes them).
     """
     from lssat.models.recipe import Recipe, load_recipe
 
@@ -387,7 +399,12 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
     tree = meta["config"]
     tree["model"]["pretrained"] = False  # the checkpoint holds the weights; no file or hub needed
     data = dict(tree["data"])
-    if index == "synthetic":
+    if synthetic is not None:
+        if index is not None:
+            raise InputError("evaluate: give an index or a synthetic setting, not both")
+        data.update(index=None, data_root=None, synthetic=dict(synthetic))
+        index = "synthetic"
+    elif index == "synthetic":
         data.update(index=None, data_root=None, synthetic=data.get("synthetic") or {"task": meta["task"]["kind"]})
     elif index is not None:
         data.update(index=str(index), data_root=None, synthetic=None)
@@ -421,6 +438,9 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
     trainer.test(module, datamodule=dm, verbose=False)
     result = dict(module.results["test"])
     result["notes"] = list(result.get("notes", [])) + ([f"{dm.skipped} unreadable images skipped"] if dm.skipped else [])
-    return {"checkpoint": str(checkpoint), "split": split, "run_id": meta.get("run_id"),
-            "epoch": meta.get("epoch"), "step": meta.get("step"), "headline": task.headline,
-            "data": dm.header.dataset, "metrics": result}
+    out = {"checkpoint": str(checkpoint), "split": split, "run_id": meta.get("run_id"),
+           "epoch": meta.get("epoch"), "step": meta.get("step"), "headline": task.headline,
+           "data": dm.header.dataset, "metrics": result}
+    if keep_predictions:
+        out["predictions"] = module.predictions.get("test") or {}
+    return out
