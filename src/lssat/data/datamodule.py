@@ -76,6 +76,7 @@ class FaceDataModule(L.LightningDataModule):
         self._memory: dict[str, MemoryBatches] = {}
         self._resume: tuple[int, int] | None = None  # (epoch, draws done) from a checkpoint
         self._sampler: TrainSampler | None = None  # of the latest train loader
+        self._clips: dict[str, Any] = {}  # data.clip: the splits' ClipDatasets
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str | None = None) -> None:
@@ -112,6 +113,14 @@ class FaceDataModule(L.LightningDataModule):
         self._train_positions = fraction_subset([r.label for r in train], video_groups([r.video_id for r in train]),
                                                 cfg.train_fraction, cfg.seed)
         self._collate = FaceCollate(cfg.image_size, n_attr, keys)
+        if cfg.clip is not None:  # clip batches (lssat.data.clips); frames cached instead of in_memory
+            from lssat.data.clips import ClipCollate, ClipDataset
+
+            cache = cfg.in_memory is True or (cfg.in_memory == "auto" and cfg.image_size <= 128)
+            self._clips = {split: ClipDataset(self._datasets[split], cfg.clip, self._datasets[split].transform,
+                                              split == "train", cache) for split in SPLITS}
+            self._collate = ClipCollate(cfg.clip.frames, cfg.image_size, n_attr, keys)
+            return
         render_size = (cfg.synthetic.size or cfg.image_size) if cfg.synthetic is not None else None
         self._plan_memory(render_size)
 
@@ -229,6 +238,12 @@ class FaceDataModule(L.LightningDataModule):
         batch_size = self.config.batch_size
         if split != "train" and self.config.validation_batch_size is not None:
             batch_size = self.config.validation_batch_size
+        if self._clips:
+            sampler = self._clip_sampler(split)
+            workers = self.config.workers if self._clips[split].cache is None else 0
+            return FaceDataLoader(self._clips[split], batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                  collate_fn=self._collate, pin_memory=torch.cuda.is_available(),
+                                  drop_last=drop_last and len(sampler) >= batch_size, persistent_workers=workers > 0)
         if split in self._memory:  # batches cut from memory, in this process
             return FaceDataLoader(
                 self._memory[split], batch_size=batch_size, sampler=sampler, num_workers=0,
@@ -271,6 +286,18 @@ class FaceDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test batches."""
         return self.test_dataloader()
+
+    def _clip_sampler(self, split: str) -> Sampler:
+        from lssat.data.clips import ClipEvalSampler, ClipTrainSampler
+
+        if split == "train":
+            return ClipTrainSampler(len(self._clips["train"]), self.config.seed)
+        return ClipEvalSampler(self._clips[split].eval_clips())
+
+    def clip_dataset(self, split: str) -> Any:
+        """The split's `lssat.data.clips.ClipDataset` (None without data.clip)."""
+        self._require_setup()
+        return self._clips.get(split)
 
     # ------------------------------------------------------------ checkpoints
     def _trainer_epoch(self) -> int | None:

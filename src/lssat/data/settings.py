@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from lssat.data.clips import ClipConfig
 from lssat.data.index import TASKS
 from lssat.data.sampling import FRAME_MODES
 from lssat.data.transforms import AugmentConfig
@@ -103,10 +104,12 @@ class DataConfig:
     in_memory: bool | str = "auto"
     in_memory_budget_mb: int = 1024
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    clip: ClipConfig | None = None  # clips of T frames per video for clip models (lssat.data.clips)
 
     def __post_init__(self) -> None:
         if isinstance(self.synthetic, Mapping):
             self.synthetic = SyntheticConfig.from_dict(self.synthetic)
+        self.clip = ClipConfig.from_value(self.clip)
         if isinstance(self.augment, Mapping):
             self.augment = AugmentConfig.from_dict(self.augment)
         if (self.index is None) == (self.synthetic is None):
