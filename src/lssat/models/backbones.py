@@ -93,6 +93,18 @@ class BackboneAdapter(nn.Module):
         """(B, N, num_features): one feature per masking-grid patch, in patch order."""
         raise NotImplementedError
 
+    def decoder_input(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens as the reconstruction branch reads them: normalised per token, as MAE
+        normalises before decoder_embed. timm models that pool by averaging (EVA-02, BEiT, a ViT with
+        global_pool avg) have `norm` = Identity and keep that LayerNorm as `fc_norm`, applied after
+        pooling; here it is applied to every token instead."""
+        model = self.model
+        fc_norm = getattr(model, "fc_norm", None)
+        if isinstance(getattr(model, "norm", None), nn.Identity) and isinstance(fc_norm, nn.Module) \
+                and not isinstance(fc_norm, nn.Identity):
+            return fc_norm(features)
+        return features
+
     def forward(self, x: torch.Tensor, stem: str | None = None) -> torch.Tensor:
         """Unmasked pass: pooled features of a normalised image batch."""
         return self.pool(self.encode(self.embed(x, stem)))
@@ -406,11 +418,75 @@ def supported_families() -> str:
 
 
 def family_of(name: str) -> Family:
-    """The family of a timm model name; ConfigError listing the supported ones otherwise."""
+    """The family of a timm model name; ConfigError listing the supported ones otherwise.
+    A clip backbone (``clip_<name>``, `lssat.models.clip`) has the family of the ViT it inflates."""
+    if name.startswith("clip_"):
+        name = name[len("clip_"):]
     for fam in FAMILIES:
         if name.startswith(fam.prefixes):
             return fam
     raise ConfigError(f"backbone {name!r}: unsupported family; supported: {supported_families()}")
+
+
+INITS = ("mae", "timm")
+
+
+def sincos_pos_embed(dim: int, grid_size: tuple[int, int], prefix: int = 0) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos position embedding (`get_2d_sincos_pos_embed` of models_mae / SSAT),
+    (1, prefix + H*W, dim), zeros for the prefix tokens. The first half of the channels encodes the
+    column, the second half the row, each as [sin, cos] over dim/4 frequencies 1/10000^(i/(dim/4))."""
+    if dim % 4:
+        raise ConfigError(f"model width {dim} must be a multiple of 4 for a sin-cos position embedding")
+    rows, cols = grid_size
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    col, row = torch.meshgrid(torch.arange(cols, dtype=torch.float64), torch.arange(rows, dtype=torch.float64),
+                              indexing="xy")
+
+    def half(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    table = torch.cat([half(col), half(row)], dim=1)
+    return torch.cat([torch.zeros(prefix, dim, dtype=torch.float64), table]).float().unsqueeze(0)
+
+
+def init_mae(adapter: BackboneAdapter) -> None:
+    """Re-initialise a from-scratch backbone as MAE / SSAT do (models_mae.initialize_weights).
+
+    Token-dropping families (ViT, DeiT, EVA, CaiT): a fixed 2-D sin-cos absolute position embedding
+    (not trained), the patch embedding initialised as a Linear (xavier-uniform on its flattened
+    weight), CLS / distillation / register tokens normal(0.02), every Linear xavier-uniform with zero
+    bias, LayerNorms weight 1 and bias 0. Other layers (LayerScale, rotary tables) keep timm's init.
+
+    Mask-token families (Swin, ConvNeXt, BEiT) are left as timm builds them: timm's init of those
+    models is their own SimMIM / FCMAE / BEiT code's (truncated normal 0.02, BEiT's per-layer rescale).
+    """
+    if adapter.masking != "drop":
+        return
+    model = adapter.model
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    proj = model.patch_embed.proj
+    with torch.no_grad():
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        if proj.bias is not None:
+            nn.init.zeros_(proj.bias)
+    for token in ("cls_token", "dist_token", "reg_token"):
+        param = getattr(model, token, None)
+        if isinstance(param, nn.Parameter):
+            nn.init.normal_(param, std=0.02)
+    pos = getattr(model, "pos_embed", None)
+    if isinstance(pos, nn.Parameter):
+        prefix = pos.shape[1] - adapter.num_patches  # the prefix tokens that carry a position (0 or more)
+        with torch.no_grad():
+            pos.copy_(sincos_pos_embed(pos.shape[-1], adapter.grid_size, prefix))
+        pos.requires_grad_(False)
 
 
 def create_backbone(
@@ -420,6 +496,7 @@ def create_backbone(
     pretrained: bool = False,
     weights: str | Path | None = None,
     allow_hub: bool = False,
+    init: str = "timm",
     **timm_kwargs: Any,
 ) -> BackboneAdapter:
     """Create a timm model of a supported family wrapped in its adapter.
@@ -434,12 +511,21 @@ def create_backbone(
             must match the model and every weight be finite, else an InputError names the file and
             the first mismatching key (nothing is loaded partly).
         allow_hub: permit downloading pretrained weights from the Hugging Face hub.
+        init: "timm" (timm's own init) or "mae" (`init_mae`) for a backbone trained from scratch;
+            pretrained weights are never re-initialised (init is ignored when they are loaded).
         **timm_kwargs: architecture overrides forwarded to `timm.create_model` (depth, embed_dim,
             patch_size, window_size, ...).
     """
     import timm
 
+    if name.startswith("clip_"):  # a ViT inflated to clips (lssat.models.clip)
+        from lssat.models.clip import create_clip_backbone
+
+        return create_clip_backbone(name, img_size, pretrained=pretrained, weights=weights, allow_hub=allow_hub,
+                                    **timm_kwargs)
     fam = family_of(name)
+    if init not in INITS:
+        raise ConfigError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
     if "num_classes" in timm_kwargs:
         raise ConfigError(f"backbone {name!r}: num_classes is set by the task head, not the backbone")
     kwargs: dict[str, Any] = {"num_classes": 0, **timm_kwargs}
@@ -477,7 +563,10 @@ def create_backbone(
     if fam.adapter.masking == "drop" and "global_pool" not in timm_kwargs:
         if getattr(model, "cls_token", None) is not None:
             model.global_pool = "token"  # the SSAT head reads the CLS token
-    return fam.adapter(model, img_size)
+    adapter = fam.adapter(model, img_size)
+    if init == "mae" and not (pretrained or weights is not None):
+        init_mae(adapter)
+    return adapter
 
 
 def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:

@@ -31,11 +31,11 @@ from torch import nn
 
 from lssat.errors import ConfigError, InputError
 from lssat.models.auxiliary.inpaint import IMAGENET_MEAN, IMAGENET_STD, InpaintAux
-from lssat.models.auxiliary.mae import MAEBranch, target_spec
+from lssat.models.auxiliary.mae import MAEBranch, TargetSpec, target_spec
 from lssat.models.auxiliary.puzzle import PuzzleAux, shuffle_tiles
 from lssat.models.backbones import create_backbone
 from lssat.models.heads import LinearHead
-from lssat.models.masking import patchify, random_masking, unpatchify
+from lssat.models.masking import PatchMask, patchify, random_masking, unpatchify
 from lssat.models.recipe import Recipe, load_recipe
 
 TaskLoss = Callable[[torch.Tensor, Any], torch.Tensor]
@@ -53,7 +53,17 @@ class LSSATModel(nn.Module):
         backbone_kwargs: timm architecture overrides (depth, embed_dim, patch_size, ...).
         head_dropout: dropout before the task head.
         norm_mean, norm_std: RGB normalisation; default ImageNet, or the pretrained weights' own.
+        init: "timm" or "mae": how a from-scratch backbone is initialised (`backbones.init_mae`);
+            under "mae" a token-dropping backbone's task head is xavier-uniform too, as in MAE/SSAT.
     """
+
+    def __new__(cls, backbone_name: str | None = None, *args: Any, **kwargs: Any) -> LSSATModel:
+        # a clip backbone name (clip_<vit>) gives the clip model, wherever the model is built
+        if cls is LSSATModel and isinstance(backbone_name, str) and backbone_name.startswith("clip_"):
+            from lssat.models.clip import ClipModel
+
+            cls = ClipModel
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -69,6 +79,7 @@ class LSSATModel(nn.Module):
         head_dropout: float = 0.0,
         norm_mean: tuple[float, float, float] | None = None,
         norm_std: tuple[float, float, float] | None = None,
+        init: str = "timm",
     ) -> None:
         super().__init__()
         self.recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -80,7 +91,7 @@ class LSSATModel(nn.Module):
         self.head_dropout = float(head_dropout)
         self.backbone = bb = create_backbone(
             backbone_name, self.img_size, pretrained=pretrained, weights=weights, allow_hub=allow_hub,
-            **(backbone_kwargs or {}),
+            init=init, **(backbone_kwargs or {}),
         )
         if self.img_size % bb.patch_size:
             raise ConfigError(f"img_size {img_size} is not a multiple of {backbone_name}'s patch size {bb.patch_size}")
@@ -106,17 +117,15 @@ class LSSATModel(nn.Module):
             bb.remove_mask_token()
         self.mae: MAEBranch | None = None
         if r.uses_mae:
-            specs = [
-                target_spec(t, r.target_encoding, bb.patch_size,
-                            self.code_spaces[t].num_codes if t in self.code_spaces else 0)
-                for t in r.targets
-            ]
             self.mae = MAEBranch(
-                bb, specs, width=r.decoder.width, depth=r.decoder.depth, num_heads=r.decoder.num_heads,
+                bb, self.target_specs(), width=r.decoder.width, depth=r.decoder.depth, num_heads=r.decoder.num_heads,
                 mlp_ratio=r.decoder.mlp_ratio, norm_pix=r.norm_pix,
             )
         fused = self.mae.feature_dim if (self.mae is not None and r.fusion) else 0
         self.head = LinearHead(bb.num_features + fused, num_outputs, head_dropout)
+        self.init = init
+        if init == "mae" and bb.masking == "drop" and not (pretrained or weights is not None):
+            nn.init.xavier_uniform_(self.head.fc.weight)  # MAE's _init_weights covers the head too
         self.puzzle = PuzzleAux(bb.num_features, r.puzzle.grid) if "puzzle" in r.aux else None
         self.inpaint = None
         if "inpaint" in r.aux:
@@ -127,6 +136,17 @@ class LSSATModel(nn.Module):
             )
 
     # ------------------------------------------------------------------ inputs and targets
+    def target_specs(self) -> list[TargetSpec]:
+        """What the MAE decoder predicts per token, one spec per recipe target."""
+        r = self.recipe
+        return [target_spec(t, r.target_encoding, self.backbone.patch_size,
+                            self.code_spaces[t].num_codes if t in self.code_spaces else 0) for t in r.targets]
+
+    def draw_mask(self, batch: int, generator: torch.Generator | None, device: torch.device) -> PatchMask:
+        """The masked pass's mask: per-sample random masking at the recipe's ratio."""
+        return random_masking(batch, self.backbone.num_patches, self.recipe.mask_ratio, generator=generator,
+                              device=device)
+
     def _code_space(self, kind: str) -> Any:
         from lssat.texture import targets
 
@@ -200,7 +220,7 @@ class LSSATModel(nn.Module):
 
     # ------------------------------------------------------------------ passes
     def _fused(self, pooled: torch.Tensor, aux_features: torch.Tensor) -> torch.Tensor:
-        return torch.cat([pooled, self.mae.aux_feature(aux_features)], dim=-1)
+        return torch.cat([pooled, self.mae.aux_feature(self.backbone.decoder_input(aux_features))], dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Inference: logits of the unmasked pass (plus the fused auxiliary feature for fusion)."""
@@ -254,7 +274,7 @@ class LSSATModel(nn.Module):
 
         if self.mae is not None:
             x, stem = self.image_input(r.mask_input, raw, cache)
-            pm = random_masking(raw.shape[0], bb.num_patches, r.mask_ratio, generator=generator, device=raw.device)
+            pm = self.draw_mask(raw.shape[0], generator, raw.device)
             tokens = bb.embed(x, stem)
             enc = bb.encode(tokens, keep=pm.keep) if bb.masking == "drop" else bb.encode(tokens, mask=pm.mask)
             preds = self.mae.predict(bb, enc, pm)
@@ -335,10 +355,32 @@ class LSSATModel(nn.Module):
         atomic_write_text(folder / "config.json", dumps_json(config, indent=2) + "\n")
         return folder
 
+    def push_to_hub(self, repo_id: str, *, task: Any = None, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload lssat model", **extra: Any) -> str:
+        """Upload the `save_pretrained` folder (config.json + model.safetensors) to the Hugging Face
+        hub repository `repo_id` (created if missing) with huggingface_hub's HfApi; returns the
+        commit's URL. With ``HF_HUB_OFFLINE=1`` it refuses in one line: write the folder with
+        `save_pretrained` and upload it later (``hf upload``)."""
+        import os
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise InputError(f"push_to_hub {repo_id}: HF_HUB_OFFLINE=1 forbids uploading; save_pretrained(folder) "
+                             f"writes the same files locally")
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory(prefix="lssat-push-") as tmp:
+            folder = self.save_pretrained(tmp, task=task, **extra)
+            repo = api.create_repo(repo_id, private=private, exist_ok=True)
+            commit = api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), commit_message=commit_message)
+        return str(getattr(commit, "commit_url", commit))
+
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, map_location: str | torch.device = "cpu") -> LSSATModel:
-        """The model `save_pretrained` wrote to a local folder (config.json + model.safetensors),
-        in eval mode. Only local folders: nothing is downloaded."""
+        """The model `save_pretrained` wrote, in eval mode: a local folder (config.json +
+        model.safetensors) or ``hf-hub:org/repo[@revision]``, read through huggingface_hub's cache
+        (downloaded only when the hub may be reached; see `lssat.infer.checkpoint.resolve_hub`)."""
         import json
 
         from safetensors import SafetensorError
@@ -346,6 +388,14 @@ class LSSATModel(nn.Module):
 
         from lssat.models.weights import first_mismatch
 
+        if isinstance(folder, str) and folder.startswith("hf-hub:"):
+            from lssat.errors import DataError
+            from lssat.infer.checkpoint import resolve_hub
+
+            try:
+                folder = resolve_hub(folder)
+            except DataError as err:
+                raise InputError(str(err)) from None
         folder = Path(folder)
         config_path, weights_path = folder / "config.json", folder / "model.safetensors"
         for path in (config_path, weights_path):
@@ -389,7 +439,8 @@ def flops_per_image(model: LSSATModel, img_size: int | None = None) -> int:
 
     size = img_size or model.img_size
     device = next(model.parameters()).device
-    x = torch.full((1, 3, size, size), 128.0, device=device)
+    x = model.example_input(size) if hasattr(model, "example_input") else \
+        torch.full((1, 3, size, size), 128.0, device=device)
     was_training = model.training
     model.eval()
     try:
