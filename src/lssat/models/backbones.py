@@ -522,7 +522,7 @@ def create_backbone(
         from lssat.models.clip import create_clip_backbone
 
         return create_clip_backbone(name, img_size, pretrained=pretrained, weights=weights, allow_hub=allow_hub,
-                                    **timm_kwargs)
+                                    init=init, **timm_kwargs)
     fam = family_of(name)
     if init not in INITS:
         raise ConfigError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")

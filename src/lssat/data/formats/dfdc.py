@@ -8,7 +8,8 @@ Layout (the training parts as downloaded, optionally under train/, and the publi
     ROOT/test/<name>.mp4                                   (label 0 real, 1 fake)
 
 Any folder ROOT, ROOT/* or ROOT/*/* holding a metadata.json is read as a part (so the Kaggle
-sample, train_sample_videos/, works too); a folder named test holding labels.csv is the test set.
+sample, train_sample_videos/, works too). ROOT/test (or ROOT/test_videos) is the test set: its
+labels.csv, or when it has none its metadata.json in the parts' format.
 Every listed video must be on disk (the error names the list and its line or key; --skip-missing
 counts missing ones instead); videos on disk that no list names are skipped and counted.
 
@@ -65,7 +66,7 @@ def find_parts(root: Path) -> tuple[list[Path], Path | None]:
                                                                          p.relative_to(root).parts)]
     test = None
     for candidate in (root / "test", root / "test_videos"):
-        if (candidate / LABELS_CSV).is_file():
+        if (candidate / LABELS_CSV).is_file() or (candidate / METADATA).is_file():
             test = candidate
             break
     parts = [p for p in parts if p != test]
@@ -148,7 +149,7 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
     skipped: Counter = Counter()
     parts, test = find_parts(root)
     if options.test_only and test is None:
-        raise DataError(f"{root}: no test set (test/{LABELS_CSV} not found) for --test-only")
+        raise DataError(f"{root}: no test set (test/{LABELS_CSV} or test/{METADATA} not found) for --test-only")
     if not parts and test is None:
         raise DataError(f"{root}: not a DFDC folder (no {METADATA} in ROOT, ROOT/* or ROOT/*/*, "
                         f"no test/{LABELS_CSV})")
@@ -162,15 +163,24 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
     if test is not None:
         on_disk = set(video_files(test, root, skipped, ignore=(LABELS_CSV, METADATA)))
         prefix, listed = _prefix(test, root), set()
-        for line, name, label in read_labels_csv(test / LABELS_CSV):
+        if (test / LABELS_CSV).is_file():
+            label_file = LABELS_CSV
+            entries = [(f"{test / LABELS_CSV}:{n}", name, label, None) for n, name, label in
+                       read_labels_csv(test / LABELS_CSV)]
+        else:
+            label_file = METADATA
+            entries = [(f"{test / METADATA}: entry {name!r}", name, label, original) for name, label, original in
+                       read_metadata(test / METADATA)]
+        for where, name, label, original in entries:
             rel = prefix + name
             listed.add(rel)
             if rel not in on_disk:
-                missing_video(f"{test / LABELS_CSV}:{line}", name, options, skipped)
+                missing_video(where, name, options, skipped)
                 continue
-            records.append(video_record(rel, "test", label, "real" if label == 0 else METHOD, part=test.name))
+            records.append(video_record(rel, "test", label, "real" if label == 0 else METHOD, part=test.name,
+                                        original=original))
         if on_disk - listed:
-            skipped[f"video not in {LABELS_CSV}"] += len(on_disk - listed)
+            skipped[f"video not in {label_file}"] += len(on_disk - listed)
 
     if options.test_only:
         if parts:
