@@ -167,7 +167,8 @@ class ClipVitAdapter(VitAdapter):
             cls_pos, patch_pos = old[:, :prefix], old[:, prefix:]
             if options.pos_embed == "learned":
                 patch_pos = patch_pos.repeat(1, steps, 1)
-                model.pos_embed = nn.Parameter(torch.cat([cls_pos, patch_pos], dim=1))
+                trained = model.pos_embed.requires_grad  # init "mae" fixes a sin-cos table: it stays fixed
+                model.pos_embed = nn.Parameter(torch.cat([cls_pos, patch_pos], dim=1), requires_grad=trained)
             else:
                 table = sinusoid_table(steps * self.spatial_grid[0] * self.spatial_grid[1], old.shape[-1])
                 del model.pos_embed
