@@ -6,7 +6,11 @@ Read (`read_checkpoint`), never running pickled code:
   ``.safetensors`` / ``.ckpt`` files: weights plus the run metadata (config, recipe, task, norm);
 - a file written by `save_checkpoint`: ``NAME.pt`` (a weights-only dict {"lssat_checkpoint": 1,
   "spec": {...}, "state_dict": {...}}) or ``NAME.safetensors`` with the spec in ``NAME.json``;
-  a folder holding ``model.pt`` or ``model.safetensors`` of that kind.
+  a folder holding ``model.pt`` or ``model.safetensors`` of that kind;
+- a Hugging Face layout folder (``config.json`` + ``model.safetensors``, `LSSATModel.save_pretrained`),
+  or such a repository on the hub as ``hf-hub:org/repo`` (or ``hf-hub:org/repo@revision``), found
+  in huggingface_hub's cache, downloaded into it only when the hub may be reached (not with
+  ``HF_HUB_OFFLINE=1``; `resolve_hub`).
 
 The result is a `ModelSpec` (what to build and how to prepare its inputs) and a state dict.
 """
@@ -87,8 +91,49 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, spec: Model
     return path
 
 
+HUB_PREFIX = "hf-hub:"
+HUB_FILES = ("config.json", "model.safetensors")
+
+
+def resolve_hub(model_id: str) -> Path:
+    """The local folder of ``hf-hub:org/repo[@revision]``: huggingface_hub's cached snapshot of the
+    repository's config.json and model.safetensors (`snapshot_download`; with ``HF_HUB_OFFLINE=1``
+    the cache alone, `local_files_only`). A DataError in one line when it cannot be had."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
+
+    repo = model_id[len(HUB_PREFIX):] if model_id.startswith(HUB_PREFIX) else model_id
+    repo_id, _, revision = repo.partition("@")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=list(HUB_FILES),
+                                   local_files_only=offline)
+    except LocalEntryNotFoundError:
+        how = ("HF_HUB_OFFLINE=1 forbids downloading it" if offline
+               else "and the hub could not be reached")
+        raise DataError(f"{model_id}: not in the Hugging Face cache ({_hub_cache()}), {how}") from None
+    except (HFValidationError, ValueError) as err:
+        raise DataError(f"{model_id}: not a hub repository id ({str(err).splitlines()[0][:160]})") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise DataError(f"{model_id}: {type(err).__name__}: {str(err).strip().splitlines()[0][:160]}") from None
+    missing = [name for name in HUB_FILES if not (Path(folder) / name).is_file()]
+    if missing:
+        raise DataError(f"{model_id}: the repository lacks {', '.join(missing)} (expected an lssat "
+                        f"save_pretrained folder)")
+    return Path(folder)
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
 def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """The spec and weights of a checkpoint file or run folder (DataError naming it otherwise)."""
+    """The spec and weights of a checkpoint file, run folder or ``hf-hub:`` id (DataError naming
+    it otherwise)."""
+    if isinstance(checkpoint, str) and checkpoint.startswith(HUB_PREFIX):
+        return _read_pretrained(resolve_hub(checkpoint))
     path = Path(checkpoint)
     if path.is_dir():
         return _read_run_folder(path)
