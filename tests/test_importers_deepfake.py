@@ -116,7 +116,8 @@ def test_celebdf_bad_test_list_names_file_and_line(tmp_path, line, message):
 
 def test_celebdf_skip_missing_counts_and_layout_errors(tmp_path):
     make_celebdf(tmp_path, n_celebs=3, n_youtube=2)
-    (tmp_path / "List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n0 Celeb-synthesis/id9_id8_0000.mp4\n")
+    (tmp_path / "List_of_testing_videos.txt").write_text(
+        "1 YouTube-real/00000.mp4\n0 Celeb-synthesis/id9_id8_0000.mp4\n")
     res = build("celebdf", tmp_path, "--skip-missing")
     assert res.skipped["listed video missing (--skip-missing)"] == 1
     assert [r.path for r in res.records if r.split == "test"] == ["YouTube-real/00000.mp4"]
@@ -177,11 +178,12 @@ def test_dfdc_without_test_set_and_test_only(tmp_path):
     make_dfdc_part(tmp_path / "dfdc_train_part_3", 20, fakes_per_source=1)
     res = build("dfdc", tmp_path, "--val-fraction", "0.2", "--test-fraction", "0.2")
     assert Counter(r.split for r in res.records) == {"train": 24, "val": 8, "test": 8}
-    with pytest.raises(DataError, match=r"no test set \(test/labels.csv or test/metadata.json not found\) for --test-only"):
+    with pytest.raises(DataError, match=r"no test set \(test/labels.csv or test/metadata.json not found\)"):
         build("dfdc", tmp_path, "--test-only")
     make_dfdc_test(tmp_path / "test", [("t0.mp4", 0), ("t1.mp4", 1)])
     only = build("dfdc", tmp_path, "--test-only")
-    assert [(r.path, r.split, r.label) for r in only.records] == [("test/t0.mp4", "test", 0), ("test/t1.mp4", "test", 1)]
+    assert [(r.path, r.split, r.label) for r in only.records] == [("test/t0.mp4", "test", 0),
+                                                                   ("test/t1.mp4", "test", 1)]
     assert only.skipped == Counter({"training part not read (--test-only)": 1})
     (tmp_path / "test/labels.csv").unlink()
     make_dfdc_part(tmp_path / "test", 1, tag="t")  # a test set labelled by a metadata.json instead
@@ -195,7 +197,8 @@ def test_dfdc_without_test_set_and_test_only(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m["real000.mp4"].update(label="MAYBE"), r"metadata.json: entry 'real000.mp4': label must be REAL or FAKE"),
+    (lambda m: m["real000.mp4"].update(label="MAYBE"),
+     r"metadata.json: entry 'real000.mp4': label must be REAL or FAKE"),
     (lambda m: m["fake000x0.mp4"].update(original=None), r"entry 'fake000x0.mp4': a FAKE video needs its 'original'"),
     (lambda m: m.update({"gone.mp4": {"label": "REAL"}}), r"entry 'gone.mp4': video 'gone.mp4' not found under ROOT"),
     (lambda m: m.update({"../x.mp4": {"label": "REAL"}}), r"entry '../x.mp4': '../x.mp4' is not a path relative"),
@@ -267,7 +270,8 @@ def make_dfd(root: Path, n_actors: int, c: str = "c23") -> None:
         touch(root / f"original_sequences/actors/{c}/videos/{a}__exit_phone_room.mp4")
         for b in actors:
             if a != b:
-                touch(root / f"manipulated_sequences/DeepFakeDetection/{c}/videos/{a}_{b}__exit_phone_room__YVGY8LOK.mp4")
+                name = f"{a}_{b}__exit_phone_room__YVGY8LOK.mp4"
+                touch(root / f"manipulated_sequences/DeepFakeDetection/{c}/videos/{name}")
 
 
 def test_dfd_actor_split_and_as_split(tmp_path):
@@ -305,8 +309,20 @@ def test_lssat_index_writes_new_formats_and_reports_errors(tmp_path, capsys):
     make_uadfv(tmp_path / "ua", 4)
     assert main(["index", "uadfv", str(tmp_path / "ua"), "-o", str(tmp_path / "ua.jsonl"), "--as-split", "test"]) == 0
     capsys.readouterr()
-    (tmp_path / "cdf/List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n1 Celeb-synthesis/id0_id1_0000.mp4\n")
+    (tmp_path / "cdf/List_of_testing_videos.txt").write_text(
+        "1 YouTube-real/00000.mp4\n1 Celeb-synthesis/id0_id1_0000.mp4\n")
     assert main(["index", "celebdf", str(tmp_path / "cdf"), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lssat index: error: ") and "List_of_testing_videos.txt:2: label 1 (real)" in err
     assert "\n" not in err
+
+
+def test_label_files_that_are_not_utf8_name_file_and_line(tmp_path):
+    make_celebdf(tmp_path / "cdf", n_celebs=2, n_youtube=1)
+    (tmp_path / "cdf/List_of_testing_videos.txt").write_bytes(b"1 YouTube-real/00000.mp4\n1 Celeb-real/id\xe9_0.mp4\n")
+    with pytest.raises(DataError, match=r"List_of_testing_videos.txt:2: not UTF-8 text"):
+        build("celebdf", tmp_path / "cdf")
+    make_dfdc_test(tmp_path / "dfdc/test", [("t0.mp4", 0)])
+    (tmp_path / "dfdc/test/labels.csv").write_bytes(b"filename,label\nt\xe90.mp4,0\n")
+    with pytest.raises(DataError, match=r"labels.csv:2: not UTF-8 text"):
+        build("dfdc", tmp_path / "dfdc")

@@ -154,7 +154,8 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
         raise DataError(f"{root}: not a DFDC folder (no {METADATA} in ROOT, ROOT/* or ROOT/*/*, "
                         f"no test/{LABELS_CSV})")
     with_test = test is not None
-    check_fractions(val_fraction=options.val_fraction, **({} if with_test else {"test_fraction": options.test_fraction}))
+    check_fractions(val_fraction=options.val_fraction,
+                    **({} if with_test else {"test_fraction": options.test_fraction}))
     fractions = ({"train": 1.0 - options.val_fraction, "val": options.val_fraction} if with_test else
                  {"train": 1.0 - options.val_fraction - options.test_fraction, "val": options.val_fraction,
                   "test": options.test_fraction})
