@@ -78,8 +78,11 @@ class ModelConfig:
     pretrained: bool | str = False  # false | path of a local weights file | "hub" (download, opt-in)
     kwargs: dict[str, Any] = field(default_factory=dict)  # timm architecture overrides
     head_dropout: float = 0.0
+    init: str | None = None  # from scratch: "mae" (MAE/SSAT) or "timm"; None: mae unless an HMTL recipe
 
     def __post_init__(self) -> None:
+        if self.init is not None and self.init not in ("mae", "timm"):
+            raise ConfigError(f"model.init must be mae, timm or null, got {self.init!r}")
         if self.img_size is not None and self.img_size < 8:
             raise ConfigError(f"model.img_size must be an integer >= 8, got {self.img_size}")
         if self.pretrained is True:

@@ -127,6 +127,7 @@ class MAEBranch(nn.Module):
 
     def predict(self, backbone: BackboneAdapter, features: torch.Tensor, mask: PatchMask) -> dict[str, torch.Tensor]:
         """Predictions (B, N, width) per target from the masked pass's encoder output."""
+        features = backbone.decoder_input(features)
         if self.masking == "drop":
             return self.decoder(features, mask.restore)
         return self.decoder(backbone.patch_features(features))
