@@ -176,21 +176,25 @@ def test_dfdc_parts_and_public_test_set(tmp_path):
 
 def test_dfdc_without_test_set_and_test_only(tmp_path):
     make_dfdc_part(tmp_path / "dfdc_train_part_3", 20, fakes_per_source=1)
+    touch(tmp_path / "test_videos/aaa.mp4")  # Kaggle's public test videos come without labels
     res = build("dfdc", tmp_path, "--val-fraction", "0.2", "--test-fraction", "0.2")
     assert Counter(r.split for r in res.records) == {"train": 24, "val": 8, "test": 8}
+    assert res.skipped == Counter({"test_videos/: videos without labels.csv or metadata.json (not read)": 1})
     with pytest.raises(DataError, match=r"no test set \(test/labels.csv or test/metadata.json not found\)"):
         build("dfdc", tmp_path, "--test-only")
     make_dfdc_test(tmp_path / "test", [("t0.mp4", 0), ("t1.mp4", 1)])
     only = build("dfdc", tmp_path, "--test-only")
     assert [(r.path, r.split, r.label) for r in only.records] == [("test/t0.mp4", "test", 0),
                                                                    ("test/t1.mp4", "test", 1)]
-    assert only.skipped == Counter({"training part not read (--test-only)": 1})
+    assert only.skipped == Counter({"training part not read (--test-only)": 1,
+                                    "test_videos/: videos without labels.csv or metadata.json (not read)": 1})
     (tmp_path / "test/labels.csv").unlink()
     make_dfdc_part(tmp_path / "test", 1, tag="t")  # a test set labelled by a metadata.json instead
     meta_test = build("dfdc", tmp_path, "--test-only")
     assert {(r.path, r.label, r.split) for r in meta_test.records} == {
         ("test/treal000.mp4", 0, "test"), ("test/tfake000x0.mp4", 1, "test"), ("test/tfake000x1.mp4", 1, "test")}
-    assert meta_test.skipped == Counter({"training part not read (--test-only)": 1, "video not in metadata.json": 2})
+    assert meta_test.skipped == Counter({"training part not read (--test-only)": 1, "video not in metadata.json": 2,
+                                         "test_videos/: videos without labels.csv or metadata.json (not read)": 1})
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="not a DFDC folder"):
         build("dfdc", tmp_path / "empty")

@@ -154,6 +154,11 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
         raise DataError(f"{root}: not a DFDC folder (no {METADATA} in ROOT, ROOT/* or ROOT/*/*, "
                         f"no test/{LABELS_CSV})")
     with_test = test is not None
+    for unlabelled in (root / "test", root / "test_videos"):
+        if unlabelled != test and unlabelled.is_dir() and unlabelled not in parts:
+            n = sum(1 for p in unlabelled.iterdir() if p.is_file() and is_video_name(p.name))
+            if n:  # Kaggle's test_videos/ comes without labels
+                skipped[f"{unlabelled.name}/: videos without {LABELS_CSV} or {METADATA} (not read)"] += n
     check_fractions(val_fraction=options.val_fraction,
                     **({} if with_test else {"test_fraction": options.test_fraction}))
     fractions = ({"train": 1.0 - options.val_fraction, "val": options.val_fraction} if with_test else
