@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lssat.bench import fairness_report, plots, questions, tables, verdicts
+from lssat.bench import generalisation
 from lssat.bench.html import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown, write_tables
 from lssat.bench.results import Results, load_results
 from lssat.fileio import atomic_write_text
@@ -149,6 +150,7 @@ def build_blocks(results: Results, plot_dir: Path, pictures: bool = True) -> tup
         blocks.append(Table("q1_backbone_spread", "Q1 evidence per task", q1_rows.set_index("task").map(
             lambda v: f"{v:.4g}" if isinstance(v, float) else v), q1_rows))
     blocks += verdicts.statistics_blocks(results, judged, plot_dir, rel)
+    blocks += generalisation.section(results, plot_dir, rel)  # only with eval sets or leave-one-method-out
     blocks += [Heading("Cost"), tables.cost_table(results)]
     if (rc := tables.recipe_cost_table(results)) is not None:
         blocks.append(rc)
