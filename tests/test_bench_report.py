@@ -6,7 +6,9 @@ import json
 import math
 import random
 import re
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -55,11 +57,16 @@ def fake_train(config, run_dir, resume, *, expression_winner="s"):
                 "fair/skin_tone/auc/light": 0.9, "fair/skin_tone/auc/dark": 0.9 - gap,
                 "fair/skin_tone/acc/light": 0.85, "fair/skin_tone/acc/dark": 0.8,
                 "fair/skin_tone/auc_gap": gap, "fair/skin_tone/acc_gap": 0.05,
-                "fair/skin_tone/dp_diff": 0.04, "fair/skin_tone/eo_diff": 0.06}
+                "fair/skin_tone/dp_diff": 0.04, "fair/skin_tone/eo_diff": 0.06,
+                "eer": 1.0 - base, "ap": base, "auc/Deepfakes": base + 0.05, "auc/NeuralTextures": base - 0.05}
+        names = ["real", "fake"]
     elif task == "attributes":
-        test = {"mean_acc": v(), "n": 2000}
+        test = {"mean_acc": v(), "n": 2000, "acc/Smiling": base + 0.02, "acc/Eyeglasses": base - 0.02}
+        names = ["Smiling", "Eyeglasses"]
     else:
-        test = {"acc": v(), "macro_f1": v() - 0.1, "n": 2000, "confusion_matrix": [[1, 0], [0, 1]]}
+        test = {"acc": v(), "macro_f1": v() - 0.1, "n": 2000, "confusion_matrix": [[1, 0], [0, 1]],
+                "recall/Happy": 1.0, "recall/Sad": 1.0}
+        names = ["Happy", "Sad"]
     val = {k: x + 0.01 for k, x in test.items() if isinstance(x, float)}
     log = Path(run_dir) / "abc" / "logs" / "version_0"
     log.mkdir(parents=True, exist_ok=True)
@@ -67,6 +74,7 @@ def fake_train(config, run_dir, resume, *, expression_winner="s"):
     rows = ["epoch,step,train/loss_epoch,val/" + key] + [f"{e},{e},{1 / (e + 1)},{base - 0.1 + 0.05 * e}" for e in range(3)]
     (log / "metrics.csv").write_text("\n".join(rows) + "\n")
     return {"run_id": "abc", "config": config, "status": "done", "seed": seed, "data": {"dataset": "synthetic"},
+            "task": {"kind": task, "names": names},
             "metrics": {"val": val, "test": test},
             "cost": {"parameters": FLOPS[bb] / 10, "flops_per_image": FLOPS[bb], "wall_time_s": 3.0,
                      "train_images_per_second": 1e9 / FLOPS[bb] / (1 + 10 * BONUS[recipe]),
@@ -176,7 +184,9 @@ def test_report_files(bench):
                  "plots/heatmap.png", "plots/pareto_deepfake.png", "plots/learning_curves.png"):
         assert (bench / name).is_file(), name
     html = (bench / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 9  # heatmap, 3 Pareto, learning curves, 4 CD diagrams
+    # heatmap, 3 Pareto, learning curves, 4 CD diagrams, 3 per-recipe learning curves (one per task)
+    assert html.count("data:image/png;base64,") == 12
+    assert (bench / "plots/curves_deepfake.png").is_file()
     assert (bench / "plots/cd_all.png").is_file() and (bench / "plots/cd_deepfake.png").is_file()
     assert "<b>" in html and "**" not in html
     assert "\\textbf{" in (bench / "tables/main.tex").read_text()
@@ -267,3 +277,110 @@ def test_render_helpers():
     frame = pd.DataFrame({"a|b": ["**1**", "2"]}, index=pd.Index(["x", "y"], name="k"))
     assert table_markdown(frame).splitlines()[0] == "| k | a\\|b |"
     assert latex_escape("**0.9 ± 0.1** a_b 5%") == "\\textbf{0.9 $\\pm$ 0.1} a\\_b 5\\%"
+
+
+# ---------------------------------------------------------------- navigation (no browser)
+
+class _Page(HTMLParser):
+    """Ids, links, TOC entries and the table cells (per table id) of report.html."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.hrefs, self.toc, self.h2 = set(), [], [], []
+        self.tables: dict[str, list[list[list[str]]]] = {}  # table box id -> rows -> cells -> hrefs in cell
+        self._nav = self._box = None
+        self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "nav":
+            self._nav = True
+        if tag == "div" and a.get("class") == "tablebox":
+            self._box = a["id"]
+            self.tables[self._box] = []
+        if tag == "h2":
+            self.h2.append(a.get("id"))
+        if self._box and tag == "tr":
+            self._row = []
+            self.tables[self._box].append(self._row)
+        if self._row is not None and tag == "td":
+            self._cell = []
+            self._row.append(self._cell)
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+            if self._nav:
+                self.toc.append(a["href"])
+            if self._cell is not None:
+                self._cell.append(a["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "nav":
+            self._nav = None
+        if tag == "div":
+            self._box = None
+        if tag == "tr":
+            self._row = None
+        if tag == "td":
+            self._cell = None
+
+
+def _page(folder: Path) -> _Page:
+    page = _Page()
+    page.feed((folder / "report.html").read_text())
+    return page
+
+
+def test_report_links_anchors_and_toc(bench):
+    page = _page(bench)
+    assert page.h2 and all(f"#{h}" in page.toc for h in page.h2)  # every section in the contents
+    assert "#s-cells" in page.toc and "#s-per-task_detail" in page.toc
+    for href in page.hrefs:  # every link resolves: an anchor of the page or a file beside it
+        if href.startswith("#"):
+            assert href[1:] in page.ids, href
+        else:
+            assert (bench / unquote(href)).exists(), href
+    main = [row for row in page.tables["table-main"] if row]
+    assert len(main) == 3 and all(len(row) == 1 + 5 for row in main)
+    for row in main:  # every number of the main table links to its cells' row
+        assert all(len(cell) == 1 and cell[0].startswith("#cells-") for cell in row[1:])
+    cells = [row for row in page.tables["table-cells"] if row]
+    assert len(cells) == 81
+    folders = [href for row in cells for cell in row for href in cell if href.startswith("runs/")]
+    assert len([h for h in folders if h.endswith("/")]) == 81  # every cell row links to its run folder
+    assert any(h.endswith("cell_config.yaml") for h in folders) and any(h.endswith("metrics.csv") for h in folders)
+    assert all(f"cell-{label}" in page.ids for label in ("big_deepfake_ssat_s2", "small_expression_supervised_s0"))
+    assert "cells-big-deepfake-lssat-ldp-1" in page.ids  # the group anchor the main table links to
+
+
+def test_report_detail_tables_and_numbers(bench):
+    deepfake = pd.read_csv(bench / "tables/deepfake_deepfake.csv").set_index(["backbone", "recipe"])
+    assert deepfake.loc[("big", "lssat-ldp"), "auc/Deepfakes"] == pytest.approx(0.85 + 0.02 + 0.05)
+    assert deepfake.loc[("small", "supervised"), "eer"] == pytest.approx(0.30)
+    assert {"ap", "auc/NeuralTextures"} <= set(deepfake.columns)
+    attributes = pd.read_csv(bench / "tables/attributes_attributes.csv")
+    assert {"acc/Smiling", "acc/Eyeglasses"} <= set(attributes.columns)
+    confusion = pd.read_csv(bench / "tables/confusion_expression-small.csv", index_col=0)
+    assert confusion.to_numpy().tolist() == [[3, 0], [0, 3]] and list(confusion.columns) == ["Happy", "Sad"]
+    md = (bench / "report.md").read_text()
+    assert "recall per class" in md and "Per-method AUC" in md
+    cost = md.split("## Cost")[1].split("##")[0]
+    small = next(line for line in cost.splitlines() if line.startswith("| small"))
+    assert "| 0.00100 |" in small and "0.000 " not in small  # GFLOPs in significant digits, never 0.000
+
+
+def test_empty_fairness_cells_say_why(tmp_path):
+    def one_group(config, run_dir, resume):
+        record = fake_train(config, run_dir, resume)
+        record["metrics"]["test"] = {k: v for k, v in record["metrics"]["test"].items() if "/dark" not in k}
+        for key in ("auc_gap", "acc_gap", "dp_diff", "eo_diff"):
+            record["metrics"]["test"][f"fair/skin_tone/{key}"] = None
+        return record
+
+    run_benchmark(load_spec(spec_dict(seeds=(0,), tasks=("deepfake",), backbones=("small", "big"))), tmp_path,
+                  train_fn=one_group, progress=False, write_report=False)
+    md = write_report(tmp_path, pictures=False).read_text()
+    fairness = md.split("### deepfake: subgroups by skin_tone")[1]
+    assert "| AUC light |" in fairness and "AUC dark" not in fairness
+    assert "–: the test split holds one skin_tone subgroup only (light), so gaps" in fairness

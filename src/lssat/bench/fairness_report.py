@@ -62,7 +62,8 @@ def fairness_section(results: Results, alpha: float = 0.05) -> list[Block]:
         here = frame[frame.task == task]
         for attr in fairness_attributes(results, task):
             prefix = f"test/fair/{attr}/"
-            groups = sorted({c[len(prefix) + 2:] for c in here.columns if c.startswith(prefix + "n/")})
+            groups = sorted({c[len(prefix) + 2:] for c in here.columns
+                             if c.startswith(prefix + "n/") and here[c].fillna(0).gt(0).any()})
             per_group = "auc" if kind == "deepfake" else "acc"
             gap_key = f"{per_group}_gap"
             columns = [(f"{per_group}/{g}", f"{per_group.upper()} {g}") for g in groups]
@@ -89,9 +90,10 @@ def fairness_section(results: Results, alpha: float = 0.05) -> list[Block]:
             disp.index.name = "recipe"
             extra = "; DP / EO: demographic-parity / equalised-odds differences" if kind == "deepfake" else ""
             blocks.append(Heading(f"{task}: subgroups by {attr}", 3))
+            disp = disp.fillna("–")
             blocks.append(Table(f"fairness_{task}_{attr}", f"Test {per_group.upper()} per {attr} group, and gaps "
                                 f"(max - min over groups), mean over backbones and seeds{extra}",
-                                disp.fillna("–"), pd.DataFrame(rows)))
+                                disp, pd.DataFrame(rows), note=_empty_note(disp, groups, attr, per_group.upper())))
             blocks.append(_claim(here, prefix + gap_key, textures, results.recipes, alpha, per_group.upper()))
     if not blocks:
         return [Heading("Fairness", 2), Text("No task carries a subgroup label with fairness metrics in its "
@@ -99,6 +101,18 @@ def fairness_section(results: Results, alpha: float = 0.05) -> list[Block]:
     return [Heading("Fairness", 2), Text("Texture targets are claimed to give fairer features (Reddy et al., "
                                          "arXiv 2409.19582): a texture recipe should show smaller gaps than "
                                          "the RGB recipes.")] + blocks
+
+
+def _empty_note(display: pd.DataFrame, groups: list[str], attr: str, name: str) -> str | None:
+    """Why cells of a fairness table are empty ('–'), in one sentence (None when none is)."""
+    if not (display == "–").any().any():
+        return None
+    if len(groups) < 2:
+        which = f"one {attr} subgroup only ({groups[0]})" if groups else f"no {attr} subgroup"
+        return (f"–: the test split holds {which}, so gaps and differences between groups are undefined "
+                "(they need two groups with test samples).")
+    return (f"–: undefined on these cells' test split: a group's {name} needs test samples of that group "
+            f"(an AUC, both classes among them), and a gap needs a value for at least two groups.")
 
 
 def _claim(here: pd.DataFrame, column: str, textures: set[str], recipes: list[str], alpha: float,

@@ -2,21 +2,28 @@
 
 Blocks are plain values: `Heading`, `Text` (a paragraph; ``**bold**`` allowed), `Bullets`,
 `Table` (a DataFrame of display strings, where ``**x**`` marks a best value, plus an optional
-numeric DataFrame for the CSV) and `Image` (a PNG beside the report). Markdown links the images;
-HTML embeds them (base64), so report.html is a single file that opens anywhere.
+numeric DataFrame for the CSV, optional links per cell, anchors per row and a note saying why a
+cell is empty) and `Image` (a PNG beside the report). Markdown links the images; HTML embeds them
+(base64), so report.html is a single file that opens anywhere. The HTML page comes from the jinja2
+template ``templates/report.html.j2`` (a table of contents from the headings, tables rendered by
+pandas' Styler, sortable by a click on a column head, each in a box that scrolls sideways on its own).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
+_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*]+?)(?<=\S)\*(?![\w*])")  # *word*, after ** became <b>
 
 
 @dataclass
@@ -41,6 +48,9 @@ class Table:
     caption: str
     display: pd.DataFrame
     numeric: pd.DataFrame | None = None
+    links: pd.DataFrame | None = None  # href per display cell (same index and columns); None/"" for none
+    anchors: dict[object, list[str]] | None = None  # row index -> element ids (link targets) of that row
+    note: str | None = None  # a sentence under the table, e.g. why some cells are empty ("–")
 
 
 @dataclass
@@ -52,18 +62,54 @@ class Image:
 Block = Heading | Text | Bullets | Table | Image
 
 
+def anchor_id(*parts: object) -> str:
+    """An HTML id from `parts`: lower case, runs of other characters than [a-z0-9.-] become '_'."""
+    text = "-".join(str(p) for p in parts).lower()
+    return re.sub(r"[^a-z0-9.-]+", "_", text).strip("_") or "x"
+
+
+def fmt_sig(value: float | None, digits: int = 3) -> str:
+    """`value` with `digits` significant digits and no exponent ('0.000221', '12.3', '1,234'), '0' for
+    zero, '–' when missing: tiny costs never print as 0.000."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    if value == 0:
+        return "0"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude >= digits - 1:
+        return f"{value:,.0f}"
+    if magnitude < -12:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:,.{digits - 1 - magnitude}f}"
+
+
 def _md_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def table_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-style pipe table (index as the first column)."""
+def _href(links: pd.DataFrame | None, row: int, column: int) -> str | None:
+    if links is None:
+        return None
+    value = links.iat[row, column]
+    return str(value) if isinstance(value, str) and value else None
+
+
+def table_markdown(frame: pd.DataFrame, links: pd.DataFrame | None = None) -> str:
+    """A GitHub-style pipe table (index as the first column); cells with a link to a file (not to an
+    anchor of the HTML page) become Markdown links."""
     index_name = frame.index.name or ""
     header = [index_name] + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
              "|" + "|".join(["---"] + ["---:"] * len(frame.columns)) + "|"]
-    for idx, row in frame.iterrows():
-        lines.append("| " + " | ".join([_md_cell(idx)] + [_md_cell(v) for v in row.tolist()]) + " |")
+    for r, (idx, row) in enumerate(frame.iterrows()):
+        cells = []
+        for c, value in enumerate(row.tolist()):
+            href = _href(links, r, c)
+            cells.append(f"[{_md_cell(value)}]({href})" if href and not href.startswith("#") else _md_cell(value))
+        lines.append("| " + " | ".join([_md_cell(idx)] + cells) + " |")
     return "\n".join(lines)
 
 
@@ -79,7 +125,9 @@ def render_markdown(title: str, blocks: list[Block]) -> str:
             out += [f"- {item}" for item in block.items] + [""]
         elif isinstance(block, Table):
             out += [f"*{block.caption}* (`tables/{block.name}.csv`, `tables/{block.name}.tex`)", "",
-                    table_markdown(block.display), ""]
+                    table_markdown(block.display, _aligned_links(block)), ""]
+            if block.note:
+                out += [block.note, ""]
         elif isinstance(block, Image):
             out += [f"![{block.caption}]({block.path.as_posix()})", "", f"*{block.caption}*", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -88,6 +136,7 @@ def render_markdown(title: str, blocks: list[Block]) -> str:
 def _inline_html(text: str) -> str:
     escaped = html.escape(str(text))
     escaped = _BOLD.sub(r"<b>\1</b>", escaped)
+    escaped = _ITALIC.sub(r"<i>\1</i>", escaped)
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
@@ -99,44 +148,77 @@ def _image_src(path: Path) -> str:
     return f"data:image/png;base64,{data}"
 
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}
-thead th{background:#f0f3f7} tbody tr:nth-child(even){background:#fafafa}
-caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
-img{max-width:100%;border:1px solid #ddd} figure{margin:1em 0} figcaption{font-style:italic;color:#555}
-h1{border-bottom:2px solid #333} h2{border-bottom:1px solid #ccc;margin-top:2em}
-.warn{background:#fff6e0;border-left:4px solid #e0a000;padding:.4em .8em}
-"""
+def _aligned_links(table: Table) -> pd.DataFrame | None:
+    if table.links is None:
+        return None
+    return table.links.reindex(index=table.display.index, columns=table.display.columns)
+
+
+def table_html(table: Table) -> str:
+    """One table as HTML (pandas' Styler): bold for ``**x**``, links, row anchors in the first column."""
+    frame = table.display
+    links = _aligned_links(table)
+    body: dict[str, list[str]] = {}
+    first = []
+    for idx in frame.index:
+        ids = (table.anchors or {}).get(idx, [])
+        first.append("".join(f'<span id="{html.escape(i)}"></span>' for i in ids) + _inline_html(idx))
+    body["c0"] = first
+    for c, column in enumerate(frame.columns):
+        cells = []
+        for r in range(len(frame)):
+            text = _inline_html(frame.iat[r, c])
+            href = _href(links, r, c)
+            cells.append(f'<a href="{html.escape(href)}">{text}</a>' if href else text)
+        body[f"c{c + 1}"] = cells
+    out = pd.DataFrame(body)
+    out.columns = [_inline_html(frame.index.name or "")] + [_inline_html(c) for c in frame.columns]
+    styler = out.style.hide(axis="index").set_caption(_inline_html(table.caption))
+    return styler.to_html(exclude_styles=True)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("lssat.bench", "templates"),
+                              autoescape=jinja2.select_autoescape(["html", "j2"]), keep_trailing_newline=True)
 
 
 def render_html(title: str, blocks: list[Block], base: Path) -> str:
-    """The report as one self-contained HTML page (images embedded from `base`)."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>"]
+    """The report as one self-contained HTML page (images embedded from `base`), with a table of
+    contents of its level-2 and level-3 headings."""
+    parts: list[dict[str, object]] = []
+    toc: list[dict[str, object]] = []
+    used: set[str] = set()
+
+    def unique(candidate: str) -> str:
+        name, n = candidate, 2
+        while name in used:
+            name, n = f"{candidate}-{n}", n + 1
+        used.add(name)
+        return name
+
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{_inline_html(block.text)}</h{block.level}>")
+            ident = unique(anchor_id("s", block.text))
+            level = min(max(int(block.level), 2), 6)
+            parts.append({"kind": "heading", "level": level, "id": ident,
+                          "html": Markup(_inline_html(block.text))})
+            if level <= 3:
+                toc.append({"level": level, "id": ident,
+                            "html": Markup(_inline_html(block.text))})
         elif isinstance(block, Text):
-            out.append(f"<p>{_inline_html(block.text)}</p>")
+            parts.append({"kind": "text", "html": Markup(_inline_html(block.text))})
         elif isinstance(block, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items) + "</ul>")
+            parts.append({"kind": "bullets",
+                          "items": [Markup(_inline_html(i)) for i in block.items]})
         elif isinstance(block, Table):
-            frame = block.display
-            head = "".join(f"<th>{_inline_html(c)}</th>" for c in [frame.index.name or ""] + list(frame.columns))
-            body = "".join("<tr>" + "".join(f"<td>{_inline_html(v)}</td>" for v in [idx] + row.tolist()) + "</tr>"
-                           for idx, row in frame.iterrows())
-            out.append(f"<table><caption>{_inline_html(block.caption)}</caption><thead><tr>{head}</tr></thead>"
-                       f"<tbody>{body}</tbody></table>")
+            parts.append({"kind": "table", "id": unique(anchor_id("table", block.name)),
+                          "html": Markup(table_html(block)),
+                          "note": Markup(_inline_html(block.note)) if block.note else None})
         elif isinstance(block, Image):
-            out.append(f'<figure><img src="{_image_src(base / block.path)}" alt="{html.escape(block.caption)}">'
-                       f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+            parts.append({"kind": "image", "id": unique(anchor_id("fig", Path(block.path).stem)),
+                          "src": _image_src(base / block.path), "alt": block.caption,
+                          "caption": Markup(_inline_html(block.caption))})
+    return _environment().get_template("report.html.j2").render(title=title, parts=parts, toc=toc)
 
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",

@@ -142,6 +142,78 @@ def learning_curves(results: Results, chosen: dict[tuple[str, str], str], path: 
     return path
 
 
+
+def _seed_series(csv: Path, column_of) -> tuple[pd.Series | None, pd.Series | None]:
+    """(validation headline, training loss) of one cell's CSV log, indexed by step (mean per step)."""
+    try:
+        log = pd.read_csv(csv)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None, None
+    val_col, loss_col = column_of(log)
+    x = "step" if "step" in log else "epoch" if "epoch" in log else None
+    out = []
+    for col in (val_col, loss_col):
+        if col is None or x is None:
+            out.append(None)
+            continue
+        part = log.dropna(subset=[col])
+        out.append(part.groupby(x)[col].mean() if len(part) else None)
+    return out[0], out[1]
+
+
+def recipe_curves(results: Results, task: str, path: Path) -> Path | None:
+    """Learning curves of every recipe, one panel column per backbone: validation headline (top) and
+    training loss (bottom) against the step, mean over seeds (line) with the seeds' min-max (band)."""
+    frame = main_slice(results)
+    here = frame[frame.task == task]
+    metric = results.primary[task]
+    panels: dict[str, dict[str, list[tuple[pd.Series | None, pd.Series | None]]]] = {}
+    for backbone in results.backbones:
+        for recipe in results.recipes:
+            cells = here[(here.backbone == backbone) & (here.recipe == recipe)].sort_values("seed")
+            series = []
+            for run_dir in cells.run_dir:
+                csv = adapter.metrics_csv(results.bench_dir / str(run_dir)) if run_dir else None
+                if csv is not None:
+                    val, loss = _seed_series(csv, lambda log: _curve_columns(log, metric))
+                    if val is not None or loss is not None:
+                        series.append((val, loss))
+            if series:
+                panels.setdefault(backbone, {})[recipe] = series
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(panels), figsize=(0.6 + 3.0 * len(panels), 5.0), squeeze=False, sharex="col")
+    colours = dict(zip(results.recipes, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4))
+    for j, (backbone, recipes) in enumerate(panels.items()):
+        for row, what in enumerate((f"val {metric}", "train loss")):
+            ax = axes[row][j]
+            for recipe, series in recipes.items():
+                parts = [s[row] for s in series if s[row] is not None]
+                if not parts:
+                    continue
+                table = pd.concat(parts, axis=1).sort_index()
+                mean = table.mean(axis=1)
+                ax.plot(mean.index, mean.to_numpy(), "-" if row else "o-", ms=3, color=colours[recipe],
+                        label=f"{recipe} ({len(parts)} seed{'s' if len(parts) > 1 else ''})")
+                if len(parts) > 1:
+                    ax.fill_between(mean.index, table.min(axis=1).to_numpy(), table.max(axis=1).to_numpy(),
+                                    color=colours[recipe], alpha=0.2, lw=0)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(what)
+            if row == 0:
+                ax.set_title(backbone, fontsize=10)
+            else:
+                ax.set_xlabel("step")
+        axes[0][j].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{task}: learning curves per recipe (mean over seeds, band: min-max)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def cd_diagram(average: dict[str, float], cd: float, groups: list[list[str]], title: str, path: Path) -> Path | None:
     """A critical-difference diagram: the average-rank axis (1 = best, at the left), each backbone
     placed at its average rank, a bar of length CD, and thick bars joining backbones whose average

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lssat.bench import fairness_report, plots, questions, tables, verdicts
+from lssat.bench import drilldown, fairness_report, plots, questions, tables, verdicts
 from lssat.bench import generalisation
 from lssat.bench.html import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown, write_tables
 from lssat.bench.results import Results, load_results
@@ -158,6 +158,7 @@ def build_blocks(results: Results, plot_dir: Path, pictures: bool = True) -> tup
         if (p := plots.accuracy_vs_flops(results, task, plot_dir / f"pareto_{task}.png")) is not None:
             blocks.append(Image(rel / p.name, f"{task}: {results.primary[task]} versus FLOPs per image "
                                 "(ringed: the Pareto front)"))
+    blocks += drilldown.detail_blocks(results)
     if (ft := tables.fraction_table(results)) is not None:
         blocks += [Heading("Training-data fractions"), ft]
     blocks.append(Heading("Learning curves"))
@@ -166,9 +167,12 @@ def build_blocks(results: Results, plot_dir: Path, pictures: bool = True) -> tup
                             "task's best cell"))
     else:
         blocks.append(Text("No per-epoch logs found in the run folders."))
+    curves, curve_tasks = drilldown.curve_blocks(results, plot_dir, rel)
+    blocks += curves
     blocks += fairness_report.fairness_section(results, alpha)
     if pictures:
         blocks += _pictures(results, plot_dir, rel)
+    blocks += [Heading("Cells"), drilldown.cells_table(results, curve_tasks)]
     if (failed := _failed_table(results)) is not None:
         blocks += [Heading("Failed cells"), failed]
     if env := _environment(results):

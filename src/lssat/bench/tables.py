@@ -13,11 +13,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lssat.bench.html import Table
+from lssat.bench.html import Table, anchor_id, fmt_sig
 from lssat.bench.results import Results
 from lssat.bench.stats import fmt_mean_std, mean_std
 
 BASELINE = "supervised"
+
+
+def cell_anchor(label: str) -> str:
+    """The id of a cell's row in the report's cells table."""
+    return anchor_id("cell", label)
+
+
+def group_anchor(backbone: str, task: str, recipe: str, fraction: float) -> str:
+    """The id of the first (lowest-seed) row of a (backbone, task, recipe, fraction) group in the cells
+    table: where a number averaged over seeds links to."""
+    return anchor_id("cells", backbone, task, recipe, f"{float(fraction):g}")
 
 
 def main_slice(results: Results) -> pd.DataFrame:
@@ -80,11 +91,12 @@ def _bold_best(display: pd.DataFrame, means: pd.DataFrame) -> pd.DataFrame:
 def main_table(results: Results, chosen: dict[tuple[str, str], str]) -> Table:
     """Backbone x task: each task's headline metrics, mean ± std over seeds; best per column bold."""
     frame = main_slice(results)
-    display, means, rows = {}, {}, []
+    fraction = frame.fraction.max() if len(frame) else 1.0
+    display, means, rows, links = {}, {}, [], {}
     for task in results.tasks:
         for i, metric in enumerate(results.headlines[task]):
             column = f"{task}: {metric}"
-            display[column], means[column] = {}, {}
+            display[column], means[column], links[column] = {}, {}, {}
             for backbone in results.backbones:
                 recipe = chosen.get((backbone, task))
                 if recipe is None:
@@ -94,22 +106,29 @@ def main_table(results: Results, chosen: dict[tuple[str, str], str]) -> Table:
                 text = fmt_mean_std(m, s)
                 display[column][backbone] = text + (f" ({recipe})" if i == 0 else "")
                 means[column][backbone] = m
+                if values:
+                    links[column][backbone] = "#" + group_anchor(backbone, task, recipe, fraction)
                 rows.append({"backbone": backbone, "task": task, "metric": metric, "recipe": recipe,
                              "mean": m, "std": s, "seeds": n})
     disp = pd.DataFrame(display).reindex(results.backbones).fillna("–")
     mean = pd.DataFrame(means).reindex(results.backbones)
     disp = _bold_best(disp, mean)
     disp.index.name = "backbone"
+    note = "Each number links to its cells (one row per seed) in the Cells table."
+    if (disp == "–").any().any():
+        note += " –: no cell of this backbone and task has finished."
     return Table("main", "Test headline metrics per backbone and task, mean ± std over seeds; "
                  "recipe in brackets (chosen on validation); best per column in bold",
-                 disp, pd.DataFrame(rows))
+                 disp, pd.DataFrame(rows), links=pd.DataFrame(links).reindex(results.backbones), note=note)
 
 
 def recipe_table(results: Results) -> Table:
     """(backbone, recipe) x task on each task's first headline metric, with Δ over supervised."""
     frame = main_slice(results)
+    fraction = frame.fraction.max() if len(frame) else 1.0
     baseline = BASELINE if BASELINE in results.recipes else (results.recipes[0] if results.recipes else None)
     display: dict[str, dict[str, str]] = {}
+    links: dict[str, dict[str, str]] = {}
     rows = []
     for task in results.tasks:
         metric = results.primary[task]
@@ -129,6 +148,8 @@ def recipe_table(results: Results) -> Table:
                 if recipe != baseline and not math.isnan(delta):
                     text += f" (Δ {delta:+.3f})"
                 display[column][f"{backbone} / {recipe}"] = text
+                links.setdefault(column, {})[f"{backbone} / {recipe}"] = "#" + group_anchor(backbone, task, recipe,
+                                                                                          fraction)
                 rows.append({"backbone": backbone, "recipe": recipe, "task": task, "metric": metric,
                              "mean": m, "std": s, "seeds": n, "delta_vs_" + str(baseline): delta})
             valid = {r: v for r, v in means.items() if not math.isnan(v)}
@@ -142,8 +163,12 @@ def recipe_table(results: Results) -> Table:
     disp = pd.DataFrame(display)
     disp = disp.reindex([o for o in order if o in disp.index]).fillna("–")
     disp.index.name = "backbone / recipe"
+    note = "Each number links to its cells in the Cells table."
+    if (disp == "–").any().any():
+        note += " –: no finished cell of this backbone, recipe and task."
     return Table("recipes", f"Test headline metric per recipe and backbone, mean ± std over seeds, "
-                 f"Δ = difference from {baseline}; best recipe per backbone and task in bold", disp, pd.DataFrame(rows))
+                 f"Δ = difference from {baseline}; best recipe per backbone and task in bold", disp, pd.DataFrame(rows),
+                 links=pd.DataFrame(links), note=note)
 
 
 def recipe_gain_table(results: Results) -> Table | None:
@@ -167,9 +192,9 @@ def recipe_gain_table(results: Results) -> Table | None:
 def cost_table(results: Results) -> Table:
     """Per backbone: parameters, FLOPs per image, training throughput, peak memory, wall time."""
     frame = main_slice(results)
-    specs = [("cost/parameters", "parameters (M)", 1e-6, 2), ("cost/flops_per_image", "GFLOPs / image", 1e-9, 3),
-             ("cost/train_images_per_second", "train images / s", 1.0, 1),
-             ("cost/peak_memory", "peak memory (MB)", 1 / 2**20, 0), ("cost/wall_time", "wall time / cell (s)", 1.0, 0)]
+    specs = [("cost/parameters", "parameters (M)", 1e-6, 3), ("cost/flops_per_image", "GFLOPs / image", 1e-9, 3),
+             ("cost/train_images_per_second", "train images / s", 1.0, 3),
+             ("cost/peak_memory", "peak memory (MB)", 1 / 2**20, 3), ("cost/wall_time", "wall time / cell (s)", 1.0, 3)]
     display, rows = {}, []
     for backbone in results.backbones:
         here = frame[frame.backbone == backbone]
@@ -178,12 +203,16 @@ def cost_table(results: Results) -> Table:
         for column, title, scale, digits in specs:
             value = float(base[column].mean()) * scale if column in base and base[column].notna().any() else math.nan
             row[title] = value
-            display.setdefault(title, {})[backbone] = "–" if math.isnan(value) else f"{value:,.{digits}f}"
+            display.setdefault(title, {})[backbone] = fmt_sig(value, digits)
         rows.append(row)
     disp = pd.DataFrame(display).reindex(results.backbones).fillna("–")
     disp.index.name = "backbone"
+    note = None
+    if (disp == "–").any().any():
+        note = ("–: the run records of this backbone's cells do not hold this figure (not measured on this "
+                "machine or by this version of the engine).")
     return Table("cost", f"Cost per backbone (the {BASELINE} recipe's cells where present; training figures "
-                 "include the recipe's extra passes)", disp, pd.DataFrame(rows))
+                 "include the recipe's extra passes), 3 significant digits", disp, pd.DataFrame(rows), note=note)
 
 
 def recipe_cost_table(results: Results) -> Table | None:
