@@ -39,7 +39,8 @@ SCHEMES = ("joint", "pretrain-finetune", "supervised")
 PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
 TASK_KINDS = ("deepfake", "attributes", "expression")
 # keys that do not change what a run computes, left out of the run id
-_NOT_HASHED = ("output_dir", "trainer.progress")
+_NOT_HASHED = ("output_dir", "trainer.progress", "trainer.checkpoint_every_n_train_steps",
+               "trainer.checkpoint_train_time_interval", "trainer.loggers")  # none changes the trained weights
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TaskConfig:
 
     kind: str | None = None  # optional check that the data is of this kind
     headline: str | None = None  # metric that picks the best checkpoint (None: the task's default)
-    label_smoothing: float | None = None  # None: the task's default (0.1 expression, 0 otherwise)
+    label_smoothing: float | None = 0.1  # SSAT smooths every task by 0.1; null: the task class's (0 unless expression)
     threshold: float = 0.5
     class_weights: str | list[float] | None = None  # expression: "balanced" or one weight per class
     pos_weight: float | list[float] | str | None = None  # deepfake: one number; attributes: one per
@@ -131,6 +132,9 @@ class TrainerConfig:
     scheme: str = "joint"
     pretrain_epochs: int | None = None  # pretrain-finetune: epochs of stage 1
     finetune_aux: bool = False  # pretrain-finetune: keep the auxiliary losses in stage 2
+    layer_decay: float | None = None  # timm's layer-wise lr decay over the whole run (joint, supervised)
+    finetune_layer_decay: float | None = 0.75  # pretrain-finetune: layer-wise lr decay of stage 2 (MAE)
+    finetune_drop_path: float = 0.1  # pretrain-finetune: drop path (stochastic depth) of stage 2 only (MAE)
     val_every: int = 1  # validate every N epochs
     val_check_interval: int | None = None  # validate (and checkpoint) every N training steps instead
     limit_train_batches: int | float | None = None
@@ -139,6 +143,11 @@ class TrainerConfig:
     log_every: int = 50
     sanity_val_steps: int = 0
     progress: bool = True
+    # pre-emption: also write the full `last` checkpoint every N training steps, or every this many
+    # seconds of training (Lightning's ModelCheckpoint every_n_train_steps / train_time_interval)
+    checkpoint_every_n_train_steps: int | None = None
+    checkpoint_train_time_interval: float | None = None
+    loggers: list[Any] = field(default_factory=lambda: ["csv", "tensorboard"])  # names or {class_path, init_args}
 
     def __post_init__(self) -> None:
         for key in ("epochs", "accumulate_grad_batches", "num_nodes", "val_every", "log_every"):
@@ -147,8 +156,23 @@ class TrainerConfig:
             if getattr(self, key) is not None:
                 _at_least(f"trainer.{key}", getattr(self, key), low)
         _at_least("trainer.sanity_val_steps", self.sanity_val_steps, 0)
+        if self.checkpoint_every_n_train_steps is not None:
+            _at_least("trainer.checkpoint_every_n_train_steps", self.checkpoint_every_n_train_steps, 1)
+        if self.checkpoint_train_time_interval is not None:
+            if self.checkpoint_train_time_interval <= 0:
+                raise ConfigError(f"trainer.checkpoint_train_time_interval must be > 0 seconds, got "
+                                  f"{self.checkpoint_train_time_interval}")
+            if self.checkpoint_every_n_train_steps is not None:
+                raise ConfigError("trainer.checkpoint_every_n_train_steps and trainer.checkpoint_train_time_interval "
+                                  "are exclusive (Lightning's ModelCheckpoint takes one); set one of them")
         for key in ("base_lr", "min_lr", "weight_decay", "warmup_epochs"):
             _at_least(f"trainer.{key}", getattr(self, key), 0.0)
+        for key in ("layer_decay", "finetune_layer_decay"):
+            value = getattr(self, key)
+            if value is not None and not 0 < value <= 1:
+                raise ConfigError(f"trainer.{key} must lie in (0, 1] (or null for none), got {value}")
+        if not 0 <= self.finetune_drop_path < 1:
+            raise ConfigError(f"trainer.finetune_drop_path must lie in [0, 1), got {self.finetune_drop_path}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"trainer.lr must be > 0, got {self.lr}")
         if self.gradient_clip is not None and self.gradient_clip <= 0:
@@ -221,6 +245,8 @@ class RunConfig:
             for p in parents:
                 node = node[p]
             node.pop(last, None)
+        if not data["data"]["sbi"]["enabled"]:  # off (the default): the run ids of configs from before it stay
+            data["data"].pop("sbi")
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 

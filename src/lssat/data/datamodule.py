@@ -54,6 +54,7 @@ from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.data.loading import FaceCollate, FaceDataLoader, FaceDataset, FileImages
 from lssat.data.memory import MemoryBatches, estimate_bytes, passthrough, plan_in_memory
 from lssat.data.sampling import FixedSampler, TrainSampler, batch_seed, cap_frames, fraction_subset, video_groups
+from lssat.data.sbi import SBI_METHOD, SelfBlend
 from lssat.data.settings import DataConfig, SyntheticConfig
 from lssat.data.sources import Source, check_images_readable, index_source, synthetic_source
 from lssat.data.transforms import AugmentConfig, eval_transform, train_transform
@@ -112,6 +113,8 @@ class FaceDataModule(L.LightningDataModule):
         train = records["train"]
         self._train_positions = fraction_subset([r.label for r in train], video_groups([r.video_id for r in train]),
                                                 cfg.train_fraction, cfg.seed)
+        if cfg.sbi.enabled:
+            self._setup_sbi(source)
         self._collate = FaceCollate(cfg.image_size, n_attr, keys)
         if cfg.clip is not None:  # clip batches (lssat.data.clips); frames cached instead of in_memory
             from lssat.data.clips import ClipCollate, ClipDataset
@@ -123,6 +126,23 @@ class FaceDataModule(L.LightningDataModule):
             return
         render_size = (cfg.synthetic.size or cfg.image_size) if cfg.synthetic is not None else None
         self._plan_memory(render_size)
+
+    def _setup_sbi(self, source: Source) -> None:
+        """Self-blended training fakes (`data.sbi`): checked against the data, manipulated frames
+        left out with `real_only`, and the blending handed to the train dataset."""
+        cfg, train = self.config, self._records["train"]
+        if self.header.task != "deepfake":
+            raise ConfigError(f"data.sbi: self-blended images are fakes for the deepfake task; {source.name} is "
+                              f"a {self.header.task} dataset")
+        if cfg.sbi.real_only:
+            self._train_positions = np.array([p for p in self._train_positions.tolist() if train[p].label == 0],
+                                             dtype=np.int64)
+        real = [p for p in self._train_positions.tolist() if train[p].label == 0]
+        if not real:
+            raise DataError(f"data.sbi: {source.name}: the training subset has no real (label 0) frames to blend")
+        blend = SelfBlend(cfg.sbi, train, source.images["train"], cfg.seed)
+        blend.landmarks.check(real)
+        self._datasets["train"].blend = blend
 
     def _plan_memory(self, render_size: int | None) -> None:
         """Build the in-memory datasets of the splits `data.in_memory` puts in memory (decoded lazily)."""
@@ -143,6 +163,8 @@ class FaceDataModule(L.LightningDataModule):
                                  seed=cfg.seed, tail=tail)
             for split in SPLITS if plan[split]
         }
+        if "train" in self._memory:
+            self._memory["train"].blend = self._datasets["train"].blend
 
     def _require_setup(self) -> None:
         if not self._datasets:
@@ -342,15 +364,43 @@ class TrainItems(FaceDataset):
     depends on the batch's place in the epoch, not on which worker cut it or what came before."""
 
     seed: int = 0
+    blend: SelfBlend | None = None  # `data.sbi`: replaces some real frames by self-blended fakes
 
     def __getitems__(self, positions: Sequence[int]) -> list[dict[str, Any] | None]:
         seed = batch_seed(self.seed, positions)
+        if self.blend is not None:
+            return self._blended(positions, seed)
         positions = [int(p) for p in positions]
         if seed is None:
             return super().__getitems__(positions)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # the CPU generator alone: CUDA's runs on untouched
             return super().__getitems__(positions)
+
+
+    def _blended(self, positions: Sequence[int], seed: int | None) -> list[dict[str, Any] | None]:
+        """The batch with `blend` applied to the decoded images, before the augmentation."""
+        positions = [int(p) for p in positions]
+        load_many = getattr(self.images, "load_many", None)
+        if load_many is not None:
+            images = load_many([self.records[p] for p in positions], positions)
+        else:
+            images = []
+            for p in positions:
+                try:
+                    images.append(self.images(self.records[p], p))
+                except DataError as err:
+                    images.append(err)
+        images, fake = self.blend(images, positions, seed)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.default_generator.manual_seed(seed)
+            items = [self._failed(p, x) if isinstance(x, DataError) else self._finish(self.records[p], p, x)
+                     for p, x in zip(positions, images)]
+        for item, f in zip(items, fake):
+            if item is not None and f:
+                item["label"], item["method"] = 1, SBI_METHOD
+        return items
 
 
 def _check_files_exist(source: Source) -> None:

@@ -78,6 +78,7 @@ class MemoryBatches(Dataset):
         self.images = torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
         self.sizes = torch.empty((0, 2), dtype=torch.int64)   # (H, W) of each stored image
         self._loaded = False
+        self.blend = None  # `data.sbi` (train split): a `lssat.data.sbi.SelfBlend`, applied before augmenting
         self._columns(dataset)
 
     def _columns(self, dataset: FaceDataset) -> None:
@@ -158,6 +159,10 @@ class MemoryBatches(Dataset):
         if bool((rows < 0).any()):
             pos, rows = pos[rows >= 0], rows[rows >= 0]
         images = self.images.index_select(0, rows)
+        label, method = self._label[pos], [self._text["method"][i] for i in pos.tolist()]
+        if self.blend is not None and len(pos):
+            images, label, method = self._blended(images, self.sizes.index_select(0, rows), pos, label, method,
+                                                  seed)
         if self.augment is not None:
             sizes = self.sizes.index_select(0, rows)
             generator = self.generator if seed is None else torch.Generator().manual_seed(seed)
@@ -167,15 +172,31 @@ class MemoryBatches(Dataset):
         index = pos.tolist()
         return {
             "image": images,
-            "label": self._label[pos],
+            "label": label,
             "attributes": self._attributes[pos],
             "video_id": [self._text["video_id"][i] for i in index],
-            "method": [self._text["method"][i] for i in index],
+            "method": method,
             "subgroup": {k: [column[i] for i in index] for k, column in self._subgroup.items()},
             "frame": self._frame[pos],
             "index": pos,
             "path": [self._text["path"][i] for i in index],
         }
+
+    def _blended(self, images: torch.Tensor, sizes: torch.Tensor, pos: torch.Tensor, label: torch.Tensor,
+                 method: list[str], seed: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """`blend` applied to each image's own (unpadded) pixels; blended ones labelled fake."""
+        from lssat.data.sbi import SBI_METHOD
+
+        crops = [x[:, :h, :w] for x, (h, w) in zip(images, sizes.tolist())]
+        crops, fake = self.blend(crops, pos.tolist(), seed)
+        if not any(fake):
+            return images, label, method
+        label, method = label.clone(), list(method)  # `images` is index_select's copy already
+        for i, (x, f) in enumerate(zip(crops, fake)):
+            if f:
+                images[i, :, :x.shape[-2], :x.shape[-1]] = x
+                label[i], method[i] = 1, SBI_METHOD
+        return images, label, method
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         """The batch of one position."""

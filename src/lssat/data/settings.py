@@ -14,6 +14,7 @@ from typing import Any
 from lssat.data.clips import ClipConfig
 from lssat.data.index import TASKS
 from lssat.data.sampling import FRAME_MODES
+from lssat.data.sbi import SBIConfig
 from lssat.data.transforms import AugmentConfig
 from lssat.errors import ConfigError
 
@@ -84,6 +85,9 @@ class DataConfig:
     on when image_size <= 128 and the decoded images of all splits fit in `in_memory_budget_mb`
     MiB, except for the train split when RandAugment or random erasing is on (no batched form).
     The in-memory loaders run in the main process (num_workers does not apply to them).
+
+    `sbi`: self-blended training fakes for the deepfake task (`lssat.data.sbi.SBIConfig`: enabled,
+    probability, real_only).
     """
 
     index: str | None = None
@@ -105,6 +109,7 @@ class DataConfig:
     in_memory_budget_mb: int = 1024
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     clip: ClipConfig | None = None  # clips of T frames per video for clip models (lssat.data.clips)
+    sbi: SBIConfig = field(default_factory=SBIConfig)  # self-blended training fakes (deepfake task)
 
     def __post_init__(self) -> None:
         if isinstance(self.synthetic, Mapping):
@@ -112,6 +117,8 @@ class DataConfig:
         self.clip = ClipConfig.from_value(self.clip)
         if isinstance(self.augment, Mapping):
             self.augment = AugmentConfig.from_dict(self.augment)
+        if self.sbi is None or isinstance(self.sbi, Mapping):
+            self.sbi = SBIConfig.from_dict(self.sbi)
         if (self.index is None) == (self.synthetic is None):
             raise ConfigError("data: give exactly one source, either data.index (an index file) or data.synthetic")
         for name in ("index", "data_root"):
@@ -143,6 +150,11 @@ class DataConfig:
         _positive_int(self.in_memory_budget_mb, "data.in_memory_budget_mb")
         if not isinstance(self.augment, AugmentConfig):
             raise ConfigError(f"data.augment must be a mapping of augmentation settings, got {self.augment!r}")
+        if not isinstance(self.sbi, SBIConfig):
+            raise ConfigError(f"data.sbi must be a mapping (enabled, probability, real_only), got {self.sbi!r}")
+        if self.sbi.enabled and self.synthetic is not None and self.synthetic.task != "deepfake":
+            raise ConfigError(f"data.sbi: self-blended images are fakes for the deepfake task, not for "
+                              f"data.synthetic.task {self.synthetic.task!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:

@@ -113,6 +113,10 @@ class SyntheticImages:
         """A batch rendered in one vectorised pass (several times faster than one by one)."""
         return [as_chw_uint8(image) for image, _ in _render(self.faces, positions)]
 
+    def landmarks(self, records: Sequence[Record], positions: Sequence[int]) -> list[Any]:
+        """The faces' outline landmarks, (27, 2) x, y pixels each, from their geometry (for `lssat.data.sbi`)."""
+        return list(self.faces.landmarks(list(positions)))
+
     def describe(self, record: Record, position: int) -> str:
         return f"synthetic:{record.path}"
 

@@ -52,6 +52,13 @@ class SyntheticFaces(Dataset):
         return [r for lo in range(0, self.n, chunk)
                 for r in record_items(self.spec, range(lo, min(self.n, lo + chunk)))]
 
+    def landmarks(self, indices: Sequence[int]) -> np.ndarray:
+        """(n, 27, 2) face outline points (x, y pixels: jaw and brows of dlib's 68-point scheme) of
+        items `indices`, from the faces' geometry, without drawing them."""
+        from lssat.data.synthetic.landmarks import item_landmarks
+
+        return item_landmarks(self.spec, self._check(indices))
+
     def _check(self, index: Sequence[int]) -> np.ndarray:
         idx = np.asarray(index, np.int64).reshape(-1)
         idx = np.where(idx < 0, idx + self.n, idx)

@@ -192,14 +192,31 @@ def _clip_records(spec: SyntheticSpec, lay: dict[str, np.ndarray]) -> list[Recor
     return records
 
 
+def _clip_faces(spec: SyntheticSpec, lay: dict[str, np.ndarray]) -> Params:
+    """The source faces of deepfake frames (`clip_layout`), posed and moved as in their frame."""
+    groups, inverse = np.unique(lay["group"], return_inverse=True)
+    u = draw_uniforms([_key(spec, g) for g in groups])[inverse]
+    dark = is_dark(spec, lay["group"])
+    return apply_motion(_shift(spec, sample_faces(u, dark, difficulty=spec.difficulty)), lay["frame"], spec.clip_len)
+
+
+def item_faces(spec: SyntheticSpec, index: Sequence[int] | np.ndarray) -> Params:
+    """The face parameters (identity, expression, pose in the frame) that items `index` are drawn
+    from, without drawing them: for a deepfake frame, its real source face (what a manipulation
+    replaces part of). `face_outline` turns them into landmarks."""
+    index = _check_index(index)
+    if spec.task == "deepfake":
+        return _clip_faces(spec, clip_layout(spec, index))
+    return _face_params(spec, index)[0]
+
+
 def _render_clips(spec: SyntheticSpec, index: np.ndarray) -> Generated:
     lay = clip_layout(spec, index)
     groups, inverse = np.unique(lay["group"], return_inverse=True)
-    u = draw_uniforms([_key(spec, g) for g in groups])[inverse]
     donor_u = draw_uniforms([_key(spec, g, 1) for g in groups])[inverse]
     manip_u = draw_uniforms([_key(spec, g, 2) for g in groups], N_MANIP_UNIFORMS)[inverse]
     dark = is_dark(spec, lay["group"])
-    p = apply_motion(_shift(spec, sample_faces(u, dark, difficulty=spec.difficulty)), lay["frame"], spec.clip_len)
+    p = _clip_faces(spec, lay)
     donor = _shift(spec, sample_faces(donor_u, dark, difficulty=spec.difficulty))
     # a fake frame shares the sensor noise of its real source frame
     noise_keys = [_key(spec, g, 3, f) for g, f in zip(lay["group"], lay["frame"])]

@@ -1,0 +1,396 @@
+"""Self-blended images (SBI; Shiohara and Yamasaki, CVPR 2022): fakes made from a real face alone.
+
+A real face is blended with a transformed copy of itself inside a mask drawn from its landmarks,
+so the fake carries the generic traces of face manipulation (a blending boundary, a colour and
+frequency mismatch between the face and its surroundings, a slight misalignment) and no trace of
+any one manipulation method. `self_blend` makes one; training draws them from real frames when
+``data.sbi.enabled`` is set (`SBIConfig`; `SelfBlend` is what the DataModule's training batches call).
+
+One self-blended image, following the paper's code (`self_blending`, `randaffine`, `dynamic_blend`):
+
+1. the source: a copy of the face with colour jitter (an RGB shift with probability 0.3,
+   brightness and contrast within 10%) and a frequency change (down-scaled by 2 or 4 and scaled
+   back, or sharpened with strength 0.2..0.5), then moved by a small affine map (translation up
+   to 3% across and 1.5% down, scale 0.95..1/0.95);
+2. the mask: the convex hull of the landmarks (dlib's 68 points: jaw and brows), drawn at a random
+   working size, moved with the source, elastically deformed (alpha 50, sigma 7 at 380 px,
+   scaled), blurred, cut to its core (what stays at the maximum), blurred again and resized back.
+   The paper works at 192..256 pixels a side with odd kernels of 5..25 and a second sigma of
+   5..45; here everything is halved (96..128 pixels, kernels 3..13, sigma 2.5..22.5), which gives
+   the same shapes 4x cheaper;
+3. the blend: mask x ratio (drawn from 0.25, 0.5, 0.75, 1, 1, 1) x source + (1 - that) x face.
+
+One difference from the paper: it sometimes transforms the target instead of the source (and then
+trains on the changed real frame too); here the real frame is never changed, so a self-blended
+image equals its real frame exactly wherever the returned mask is 0.
+
+Landmarks (`LandmarkFinder`): the built-in synthetic faces give their own outline (jaw and brow
+points, `SyntheticFaces.landmarks`); index records use their stored ``landmarks`` when there are
+68 of them (dlib's scheme), else dlib's 68-point model shipped in face-recognition-models is run on
+the image (optional extra ``pip install 'lssat[faces]'``) inside the record's ``box`` (crop
+coordinates) or the whole image.
+
+All random draws come from the `torch.Generator` passed in; training seeds one per batch from the
+batch's place in the epoch (`lssat.data.sampling.batch_seed`), so resumed runs blend exactly as
+uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from lssat.data.index import Record
+from lssat.errors import ConfigError, DataError, MissingDependencyError
+
+__all__ = ["SBIConfig", "LandmarkFinder", "SelfBlend", "hull_mask", "self_blend"]
+
+#: The method name of a self-blended training item (batch "method").
+SBI_METHOD = "sbi"
+_BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+_SALT = 0x5B1  # keeps the blending draws apart from the augmentation draws of the same batch
+FACES_EXTRA_HINT = "pip install 'lssat[faces]' (that is: pip install dlib-bin face-recognition-models)"
+
+
+@dataclass
+class SBIConfig:
+    """Self-blended training fakes (``data.sbi``), for the deepfake task.
+
+    `enabled`: draw them. `probability`: the chance that a real training frame is replaced by its
+    self-blended image (labelled fake, method ``sbi``) in a batch. `real_only`: leave the
+    manipulated (label 1) frames out of training, so it sees real frames and self-blended images
+    only. Validation and test are never changed.
+    """
+
+    enabled: bool = False
+    probability: float = 0.5
+    real_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "real_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"data.sbi.{name} must be true or false, got {getattr(self, name)!r}")
+        p = self.probability
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 < p <= 1:
+            raise ConfigError(f"data.sbi.probability must be a number in (0, 1], got {p!r}")
+        self.probability = float(p)
+        if self.real_only and not self.enabled:
+            raise ConfigError("data.sbi.real_only needs data.sbi.enabled: true (training would see no fakes)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SBIConfig:
+        """Build from a config mapping; an unknown key is a ConfigError naming it."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"data.sbi must be a mapping (enabled, probability, real_only), got {data!r}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"data.sbi: unknown setting {unknown[0]!r} (known: {', '.join(names)})")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- one image
+
+
+def _uniform(generator: torch.Generator, lo: float, hi: float, n: int | None = None) -> Any:
+    u = torch.rand(n or 1, generator=generator, dtype=torch.float64)
+    u = lo + (hi - lo) * u
+    return u if n else float(u)
+
+
+def _randint(generator: torch.Generator, lo: int, hi: int) -> int:
+    """An integer in lo..hi (both included)."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=generator))
+
+
+def _odd(generator: torch.Generator, lo: int, hi: int) -> int:
+    """An odd integer in lo..hi (both odd), as random.randrange(lo, hi + 1, 2)."""
+    return lo + 2 * _randint(generator, 0, (hi - lo) // 2)
+
+
+def _check_landmarks(landmarks: Any) -> np.ndarray:
+    points = np.asarray(landmarks, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():
+        raise DataError(f"landmarks must be at least 3 finite (x, y) points, got an array of shape {points.shape}")
+    return points
+
+
+def hull_mask(landmarks: Any, height: int, width: int) -> torch.Tensor:
+    """The convex hull of (x, y) pixel points, filled (PIL's polygon fill, edges included):
+    float32 (height, width) of 0 and 1; pixel (0, 0) has its centre at (0, 0).
+
+    DataError for points that are not a (K >= 3, 2) finite array; an all-zero mask when they span
+    no area.
+    """
+    from PIL import Image, ImageDraw
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = _check_landmarks(landmarks)
+    try:
+        hull = points[ConvexHull(points).vertices]
+    except QhullError:
+        return torch.zeros((height, width), dtype=torch.float32)
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for x, y in hull], fill=1)
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32).copy())
+
+
+def _colour(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """RGB shift (p 0.3, +-20 per channel), then brightness and contrast (albumentations' rule:
+    x * alpha + beta * 255, alpha in 0.9..1.1, beta in -0.1..0.1); float (3, H, W) in 0..255."""
+    if _uniform(generator, 0, 1) < 0.3:
+        x = x + _uniform(generator, -20, 20, 3).to(torch.float32).view(3, 1, 1)
+    alpha, beta = _uniform(generator, 0.9, 1.1), _uniform(generator, -0.1, 0.1)
+    return (x * alpha + beta * 255.0).clamp(0, 255)
+
+
+def _frequency(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Down-scale by 2 or 4 and back (bilinear), or sharpen (strength 0.2..0.5, lightness 0.5..1)."""
+    h, w = x.shape[-2:]
+    if _uniform(generator, 0, 1) < 0.5:
+        factor = 2 if _uniform(generator, 0, 1) < 0.5 else 4
+        small = F.interpolate(x[None], size=(max(1, h // factor), max(1, w // factor)), mode="bilinear",
+                              align_corners=False)
+        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 255)
+    alpha, lightness = _uniform(generator, 0.2, 0.5), _uniform(generator, 0.5, 1.0)
+    sharpen = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0 + lightness, -1.0], [-1.0, -1.0, -1.0]])
+    identity = torch.zeros(3, 3)
+    identity[1, 1] = 1.0
+    kernel = ((1 - alpha) * identity + alpha * sharpen).expand(3, 1, 3, 3)
+    out = F.conv2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)[0]
+    return out.clamp(0, 255)
+
+
+def _affine_theta(generator: torch.Generator) -> torch.Tensor:
+    """The source's small random move as an affine_grid matrix (output -> input, normalised)."""
+    tx, ty = _uniform(generator, -0.03, 0.03), _uniform(generator, -0.015, 0.015)
+    scale = _uniform(generator, 0.95, 1 / 0.95)
+    # output point p comes from input (p - 2t) / scale (a shift of t of the width is 2t normalised)
+    return torch.tensor([[[1 / scale, 0.0, -2 * tx / scale], [0.0, 1 / scale, -2 * ty / scale]]])
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
+    """(C, H, W) float resampled through an affine_grid matrix (bilinear)."""
+    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode=padding, align_corners=False)[0]
+
+
+def _blur(x: torch.Tensor, kernel: int, sigma: float | None = None) -> torch.Tensor:
+    """Gaussian blur of a (C, H, W) float tensor, separably (torchvision's gaussian_blur convolves
+    with the full 2-D kernel, 10x slower at these sizes), reflected at the borders as OpenCV does;
+    sigma None is OpenCV's default for the kernel size."""
+    if sigma is None:
+        sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+    half = kernel // 2
+    weights = torch.exp(-0.5 * (torch.arange(-half, half + 1, dtype=torch.float32) / sigma) ** 2)
+    weights = weights / weights.sum()
+    c = x.shape[0]
+    out = F.conv2d(F.pad(x[None], (half, half, 0, 0), mode="reflect"), weights.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                   groups=c)
+    out = F.conv2d(F.pad(out, (0, 0, half, half), mode="reflect"), weights.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                   groups=c)
+    return out[0]
+
+
+def _elastic(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """albumentations' ElasticTransform(alpha=50, sigma=7) at 380 px, scaled to the mask's size.
+    The displacement field is smooth, so it is drawn and smoothed at a quarter of the size."""
+    h, w = mask.shape[-2:]
+    s = max(h, w) / 380.0
+    sigma, alpha = 7.0 * s, 50.0 * s
+    qh, qw, qs = max(1, h // 4), max(1, w // 4), max(0.5, sigma / 4)
+    kernel = min(2 * int(round(4 * qs)) + 1, 2 * ((min(qh, qw) - 1) // 2) + 1)
+    noise = torch.rand((2, qh, qw), generator=generator) * 2 - 1
+    shift = F.interpolate(_blur(noise, kernel, qs)[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    shift = shift * (alpha * qs / sigma)  # pixels (smoothed noise is 1/sigma as strong: sigma / qs at full size)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    gx = (xs + shift[0] + 0.5) / w * 2 - 1
+    gy = (ys + shift[1] + 0.5) / h * 2 - 1
+    grid = torch.stack([gx, gy], dim=-1)[None]
+    return F.grid_sample(mask[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+def _blend_mask(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The paper's get_blend_mask at half its working size (kernels and sigma halved): blur, keep
+    the core, blur again; (1, h, w) in, (1, h, w) out. All zeros when the mask is."""
+    k1, k2 = _odd(generator, 3, 13), _odd(generator, 3, 13)
+    sigma2 = float(_randint(generator, 5, 45)) / 2
+    blurred = _blur(mask, k1)
+    top = blurred.max()
+    if top <= 0:
+        return torch.zeros_like(mask)
+    blurred = blurred / top
+    blurred = torch.where(blurred < 1, torch.zeros_like(blurred), blurred)
+    blurred = _blur(blurred, k2, sigma2)
+    return blurred / blurred.max()
+
+
+def self_blend(image: torch.Tensor, landmarks: Any, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A self-blended image of `image` (uint8 (3, H, W)) and its blending mask (float32 (H, W) in [0, 1]).
+
+    `landmarks`: (K, 2) x, y pixel coordinates of the face (the hull of the jaw and brows). The
+    result equals `image` exactly wherever the mask is 0. An all-zero mask (landmarks spanning no
+    area, or outside the image) leaves the image unchanged. Every draw comes from `generator`.
+    """
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise DataError(f"self_blend: expected a uint8 image (3, H, W), got "
+                        f"{getattr(image, 'dtype', type(image).__name__)} {tuple(getattr(image, 'shape', ()))}")
+    points = _check_landmarks(landmarks)
+    _, h, w = image.shape
+    target = image.to(torch.float32)
+    source = _frequency(_colour(target, generator), generator).round()
+    theta = _affine_theta(generator)
+    source = _warp(source, theta, "border")
+    # the mask is drawn and shaped at half the paper's working size (96..128 a side, not 192..256:
+    # 4x cheaper, and smooth enough for faces of up to a few hundred pixels), then resized back
+    mh, mw = _randint(generator, 96, 128), _randint(generator, 96, 128)
+    scaled = points * np.array([mw / w, mh / h]) + np.array([(mw / w - 1) / 2, (mh / h - 1) / 2])
+    mask = hull_mask(scaled, mh, mw)[None]
+    mask = _elastic(_warp(mask, theta, "zeros"), generator)
+    mask = _blend_mask(mask, generator)
+    mask = TF.resize(mask, [h, w], antialias=True).clamp_(0, 1)
+    ratio = _BLEND_RATIOS[_randint(generator, 0, len(_BLEND_RATIOS) - 1)]
+    m = mask * ratio
+    blended = (m * source + (1 - m) * target).round_().clamp_(0, 255).to(torch.uint8)
+    return blended, m[0]
+
+
+# --------------------------------------------------------------------------- landmarks
+
+
+def dlib68_model_path() -> Path:
+    """dlib's 68-point landmark model file of the `face-recognition-models` package (found without
+    importing it: its __init__ needs `pkg_resources`, which recent setuptools no longer ships)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("data.sbi: records without 68 landmarks need dlib's 68-point model of "
+                                     f"face-recognition-models: {FACES_EXTRA_HINT}")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "models" / "shape_predictor_68_face_landmarks.dat"
+        if path.is_file():
+            return path
+    raise MissingDependencyError("face-recognition-models is installed but has no "
+                                 f"models/shape_predictor_68_face_landmarks.dat; reinstall it: {FACES_EXTRA_HINT}")
+
+
+def _dlib():
+    try:
+        import dlib
+    except ImportError:
+        raise MissingDependencyError("data.sbi: records without 68 landmarks need dlib's 68-point landmark "
+                                     f"model: {FACES_EXTRA_HINT}") from None
+    return dlib
+
+
+class LandmarkFinder:
+    """The face landmarks of one split's records (pixel x, y of the decoded image), cached per record.
+
+    From the image source when it has ``landmarks(records, positions)`` (the synthetic faces),
+    else the record's own 68 landmarks, else dlib's 68-point model run on the image.
+    """
+
+    def __init__(self, records: Sequence[Record], images: Any) -> None:
+        self.records = records
+        self.images = images
+        self._cache: dict[int, np.ndarray] = {}
+        self._predictor = None
+
+    def needs_dlib(self, positions: Sequence[int]) -> bool:
+        """Whether some of these records would need dlib (no built-in geometry, no 68 landmarks)."""
+        if hasattr(self.images, "landmarks"):
+            return False
+        return any(len(self.records[p].landmarks or []) != 68 for p in positions)
+
+    def check(self, positions: Sequence[int]) -> None:
+        """MissingDependencyError now, rather than in a loader worker, when dlib is needed and absent."""
+        if self.needs_dlib(positions):
+            _dlib()
+            dlib68_model_path()
+
+    def prefetch(self, positions: Sequence[int]) -> None:
+        """Ask the image source for the landmarks of these positions at once (when it has them)."""
+        many = getattr(self.images, "landmarks", None)
+        todo = sorted({int(p) for p in positions} - set(self._cache))
+        if many is None or not todo:
+            return
+        for p, points in zip(todo, many([self.records[p] for p in todo], todo)):
+            self._cache[p] = np.asarray(points, dtype=np.float64)
+
+    def __call__(self, position: int, image: torch.Tensor) -> np.ndarray:
+        """The landmarks of the record at `position`, whose decoded image is `image` (3, H, W)."""
+        position = int(position)
+        if position not in self._cache:
+            record = self.records[position]
+            if hasattr(self.images, "landmarks"):
+                self.prefetch([position])
+            elif len(record.landmarks or []) == 68:
+                self._cache[position] = _check_landmarks(record.landmarks)
+            else:
+                self._cache[position] = self._predict(record, image)
+        return self._cache[position]
+
+    def _predict(self, record: Record, image: torch.Tensor) -> np.ndarray:
+        dlib = _dlib()
+        if self._predictor is None:
+            self._predictor = dlib.shape_predictor(str(dlib68_model_path()))
+        _, h, w = image.shape
+        x0, y0, x1, y1 = record.box if record.box is not None and len(record.box) == 4 else (0, 0, w - 1, h - 1)
+        rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
+        shape = self._predictor(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), rect)
+        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- training batches
+
+
+class SelfBlend:
+    """What a training batch calls to replace some of its real frames by self-blended images.
+
+    `records`, `images`: the train split's records and image source; `seed`: the data seed.
+    Per batch, one generator (seeded from the batch's augmentation seed, or from the data seed and
+    the positions for plain positions) draws, for every position in order, whether it is blended
+    (probability `config.probability`, real records only), then each blend in order.
+    """
+
+    def __init__(self, config: SBIConfig, records: Sequence[Record], images: Any, seed: int = 0) -> None:
+        self.config = config
+        self.records = records
+        self.seed = int(seed)
+        self.landmarks = LandmarkFinder(records, images)
+
+    def generator(self, positions: Sequence[int], batch_seed: int | None) -> torch.Generator:
+        """The batch's blending generator."""
+        words = [_SALT, int(batch_seed)] if batch_seed is not None else [_SALT, self.seed, *map(int, positions)]
+        seed = int(np.random.SeedSequence([w % 2**64 for w in words]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+        return torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: Sequence[Any], positions: Sequence[int],
+                 batch_seed: int | None) -> tuple[list[Any], list[bool]]:
+        """Blend the chosen real frames of a batch: `images` are uint8 (3, H, W) tensors, or
+        anything else (a failed image) which passes through. Returns the images and, per item,
+        whether it is now a self-blended fake."""
+        generator = self.generator(positions, batch_seed)
+        draws = torch.rand(len(positions), generator=generator).tolist()
+        chosen = [u < self.config.probability and self.records[int(p)].label == 0
+                  for u, p in zip(draws, positions)]
+        self.landmarks.prefetch([p for p, c in zip(positions, chosen) if c])
+        out, fake = list(images), [False] * len(images)
+        for i, (image, p) in enumerate(zip(images, positions)):
+            if not chosen[i] or not isinstance(image, torch.Tensor):
+                continue
+            blended, mask = self_blend(image, self.landmarks(int(p), image), generator)
+            if bool((mask > 0).any()):
+                out[i], fake[i] = blended, True
+        return out, fake
