@@ -294,7 +294,7 @@ def detail_blocks(results: Results) -> list[Block]:
         made = {"deepfake": _deepfake, "expression": _expression, "attributes": _attributes}.get(kind, lambda *_: [])(
             results, task)
         if made:
-            blocks += [Heading(f"{task} ({kind})", 3)] + made
+            blocks += [Heading(task if task == kind else f"{task} ({kind})", 3)] + made
     if not blocks:
         return [Heading("Per-task detail"), Text("The run records hold no per-method, per-class or per-attribute "
                                                  "metrics.")]

@@ -155,7 +155,9 @@ def _aligned_links(table: Table) -> pd.DataFrame | None:
 
 
 def table_html(table: Table) -> str:
-    """One table as HTML (pandas' Styler): bold for ``**x**``, links, row anchors in the first column."""
+    """One table as HTML (pandas' Styler), without its caption (the page shows it above the table's
+    scrolling box, so that it wraps at the page's width): bold for ``**x**``, links, row anchors in the
+    first column."""
     frame = table.display
     links = _aligned_links(table)
     body: dict[str, list[str]] = {}
@@ -173,8 +175,7 @@ def table_html(table: Table) -> str:
         body[f"c{c + 1}"] = cells
     out = pd.DataFrame(body)
     out.columns = [_inline_html(frame.index.name or "")] + [_inline_html(c) for c in frame.columns]
-    styler = out.style.hide(axis="index").set_caption(_inline_html(table.caption))
-    return styler.to_html(exclude_styles=True)
+    return out.style.hide(axis="index").to_html(exclude_styles=True)
 
 
 def _environment() -> jinja2.Environment:
@@ -184,7 +185,7 @@ def _environment() -> jinja2.Environment:
 
 def render_html(title: str, blocks: list[Block], base: Path) -> str:
     """The report as one self-contained HTML page (images embedded from `base`), with a table of
-    contents of its level-2 and level-3 headings."""
+    contents of its level-2 headings and, nested under each, its level-3 headings."""
     parts: list[dict[str, object]] = []
     toc: list[dict[str, object]] = []
     used: set[str] = set()
@@ -202,9 +203,11 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
             level = min(max(int(block.level), 2), 6)
             parts.append({"kind": "heading", "level": level, "id": ident,
                           "html": Markup(_inline_html(block.text))})
-            if level <= 3:
-                toc.append({"level": level, "id": ident,
-                            "html": Markup(_inline_html(block.text))})
+            entry = {"id": ident, "html": Markup(_inline_html(block.text)), "children": []}
+            if level == 2 or (level == 3 and not toc):
+                toc.append(entry)
+            elif level == 3:
+                toc[-1]["children"].append(entry)
         elif isinstance(block, Text):
             parts.append({"kind": "text", "html": Markup(_inline_html(block.text))})
         elif isinstance(block, Bullets):
@@ -212,7 +215,7 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
                           "items": [Markup(_inline_html(i)) for i in block.items]})
         elif isinstance(block, Table):
             parts.append({"kind": "table", "id": unique(anchor_id("table", block.name)),
-                          "html": Markup(table_html(block)),
+                          "html": Markup(table_html(block)), "caption": Markup(_inline_html(block.caption)),
                           "note": Markup(_inline_html(block.note)) if block.note else None})
         elif isinstance(block, Image):
             parts.append({"kind": "image", "id": unique(anchor_id("fig", Path(block.path).stem)),

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from lssat.engine.run import train
 
     result = train(cfg, resume=args.resume, wait=getattr(args, "wait", False))
-    if result.is_global_zero:
+    if result.is_global_zero and result.record.get("requeued"):
+        print(f"run {result.record['run_id']}: {result.record['error']}")
+    elif result.is_global_zero:
         print(summary(result.record, result.folder))
     return 0
 

@@ -2,13 +2,15 @@
 
 A run folder's ``checkpoints/`` holds, for NAME in (last, best):
 
-- ``NAME.ckpt``: Lightning's full checkpoint (weights, optimizer, scheduler, loop counters,
+- ``last.ckpt``: Lightning's full checkpoint (weights, optimizer, scheduler, loop counters,
   callback states, every random state per rank (`lssat.engine.module.rng_states`), the data
   module's place in the epoch's draws): what ``--resume`` continues from, to the same weights bit
   for bit as an uninterrupted run on a CPU with deterministic settings. It holds only tensors and
   plain Python data, so Lightning loads it with ``torch.load(weights_only=True)``. It is written
   beside (``.NAME.ckpt.partial``) and renamed over the old one, so a kill while saving leaves the
   previous checkpoint whole.
+- ``best.ckpt``: Lightning's weights-only checkpoint (``save_weights_only``: weights, hyper-parameters,
+  run metadata; no optimizer state), for ``LSSATModule.load_from_checkpoint`` and ``lssat eval``.
 - ``NAME.safetensors``: the model's weights alone, with the run's metadata (config, task, recipe,
   epoch, step, validation metrics) as JSON in the file's header: what `lssat eval` and inference
   load. Nothing in it can run code.
@@ -22,17 +24,35 @@ validation by steps (`trainer.val_check_interval`) both are written after each v
 and `last` once more when training ends between validations. Before writing,
 every weight is checked to be finite: a diverged model raises `TrainingDiverged` and overwrites
 nothing, so the last good checkpoint stays.
+
+`RunCheckpoints` is a Lightning `ModelCheckpoint`: its ``every_n_train_steps`` or
+``train_time_interval`` trigger (``trainer.checkpoint_every_n_train_steps`` /
+``trainer.checkpoint_train_time_interval``) writes `last` between validations too, for pre-emption.
+Choosing `best` stays lssat's (`Task.is_better` on the validation headline; nan never wins; no
+pretrain-stage epoch is a candidate), which a monitored metric cannot express.
+
+Slurm: under a Slurm job (Lightning's `SLURMEnvironment.detect`), the requeue signal (SIGUSR1, as
+Lightning's `SLURMEnvironment.requeue_signal`; ask Slurm for it with ``#SBATCH --signal=USR1@90``)
+is noted by a handler and acted on at the next step's end, a point where the state is whole: `last`
+is written, the job is requeued (``scontrol requeue``, as Lightning's auto-requeue does) and
+training stops; the requeued job (``SLURM_RESTART_COUNT`` > 0) resumes from `last` by itself.
+Lightning's own handler is turned off (``SLURMEnvironment(auto_requeue=False)``): it saves an
+``hpc_ckpt_N.ckpt`` from inside the signal handler, wherever the step is, which a resumed run
+could not continue from bit for bit.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lssat.engine.module import LSSATModule, TrainingDiverged
 from lssat.errors import InputError
@@ -126,34 +146,106 @@ def check_finite(state: dict[str, Any], path: str | Path) -> None:
     require_finite(state, path, InputError)
 
 
-class RunCheckpoints(Checkpoint):
-    """Writes `last` every training epoch (or after every validation with `every_validation`) and
-    `best` when the validation headline improves."""
+class RunCheckpoints(ModelCheckpoint):
+    """Writes `last` every training epoch (or after every validation with `every_validation`), and
+    every `every_n_train_steps` steps or `train_time_interval` seconds when given (Lightning's
+    triggers), and `best` when the validation headline improves. `slurm`: act on Slurm's requeue
+    signal (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, every_validation: bool = False) -> None:
-        super().__init__()
+    def __init__(self, folder: str | Path, every_validation: bool = False, *, every_n_train_steps: int | None = None,
+                 train_time_interval: float | None = None, slurm: bool = False) -> None:
+        super().__init__(dirpath=folder, filename="last", monitor=None, save_top_k=1, save_last=False,
+                         every_n_train_steps=every_n_train_steps or None, enable_version_counter=False,
+                         train_time_interval=None if train_time_interval is None
+                         else timedelta(seconds=train_time_interval),
+                         save_on_train_epoch_end=False)
         self.folder = Path(folder)
         self.every_validation = every_validation
+        self.interval = bool(every_n_train_steps or train_time_interval is not None)
+        self.slurm = slurm
+        self.requeue_signal: int | None = None  # the signal received, until acted on
+        self.requeued: str | None = None  # the job id requeued (training stopped for it)
+        self._handlers: dict[int, Any] = {}
         self._saved_step: int | None = None
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.best_step: int | None = None
 
+    @property
+    def state_key(self) -> str:
+        # one key whatever the triggers: a resumed run may change the interval and keep its best
+        return "RunCheckpoints"
+
     def path(self, name: str, suffix: str = ".ckpt") -> Path:
         """Where checkpoint `name` ("last" or "best") is written."""
         return self.folder / f"{name}{suffix}"
 
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # the folder is the run's own: no "directory not empty" warning on a resumed run
+        from lightning.fabric.utilities.cloud_io import get_filesystem
+
+        self._fs = get_filesystem(str(self.folder))
+
+    def on_train_start(self, trainer: Any, module: LSSATModule) -> None:
+        super().on_train_start(trainer, module)
+        if self.slurm:
+            from lightning.fabric.plugins.environments import SLURMEnvironment
+
+            sig = SLURMEnvironment().requeue_signal or signal.SIGUSR1
+            self._handlers[sig] = signal.signal(sig, self._note_signal)
+
+    def _note_signal(self, signum: int, frame: Any) -> None:
+        self.requeue_signal = signum  # acted on at the next step's end, where the state is whole
+
+    def on_train_batch_end(self, trainer: Any, module: LSSATModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.interval:
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)  # Lightning's triggers
+        if self.slurm and self.requeued is None:
+            signalled = self.requeue_signal is not None
+            if trainer.world_size > 1:  # every rank stops at the same step
+                signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
+            if signalled:
+                self._requeue(trainer, module)
+
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+        """ModelCheckpoint's interval trigger: write `last` (no validation, so no `best`)."""
+        self._checkpoint(trainer, trainer.lightning_module, validated=False)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    def _requeue(self, trainer: Any, module: LSSATModule) -> None:
+        from subprocess import call
+
+        log = logging.getLogger("lssat")
+        if self._saved_step != trainer.global_step:
+            self._checkpoint(trainer, module, validated=False)
+        job = slurm_job_id()
+        self.requeued = job or "?"
+        if trainer.is_global_zero and job:
+            result = call(["scontrol", "requeue", job])
+            if result != 0:
+                log.warning("lssat: scontrol requeue %s failed (exit status %s)", job, result)
+        trainer.should_stop = True
+
     def on_train_epoch_end(self, trainer: Any, module: LSSATModule) -> None:
-        if not self.every_validation:
+        if not self.every_validation and self.requeued is None:
             self._checkpoint(trainer, module)
 
     def on_validation_end(self, trainer: Any, module: LSSATModule) -> None:
-        if self.every_validation and trainer.state.fn == "fit":
+        if self.every_validation and trainer.state.fn == "fit" and self.requeued is None:
             self._checkpoint(trainer, module)
 
     def on_train_end(self, trainer: Any, module: LSSATModule) -> None:
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers = {}
         if self.every_validation and self._saved_step != trainer.global_step and trainer.global_step:
             self._checkpoint(trainer, module, validated=False)
+
+    def on_exception(self, trainer: Any, module: LSSATModule, exception: BaseException) -> None:
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers = {}
 
     def _checkpoint(self, trainer: Any, module: LSSATModule, validated: bool = True) -> None:
         if trainer.sanity_checking or bool(trainer.fast_dev_run):
@@ -183,7 +275,7 @@ class RunCheckpoints(Checkpoint):
         # checkpoint whole, so --resume always finds a readable one
         path = self.path(name)
         tmp = path.with_name(f".{path.name}.partial")
-        trainer.save_checkpoint(str(tmp), weights_only=False)
+        trainer.save_checkpoint(str(tmp), weights_only=name == "best")  # best: weights and metadata only
         if trainer.is_global_zero:
             os.replace(tmp, path)
             info = {"name": name, "epoch": trainer.current_epoch, "step": trainer.global_step,
@@ -200,3 +292,19 @@ class RunCheckpoints(Checkpoint):
         self.best_value = state_dict.get("best_value")
         self.best_epoch = state_dict.get("best_epoch")
         self.best_step = state_dict.get("best_step")
+
+
+def slurm_job_id() -> str | None:
+    """The Slurm job to requeue (an array task as ``JOB_TASK``), as Lightning's auto-requeue names it."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None and os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def slurm_requeued() -> bool:
+    """Whether this process is a Slurm job that was requeued (``SLURM_RESTART_COUNT`` > 0)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    except ValueError:
+        return False

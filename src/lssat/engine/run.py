@@ -5,7 +5,9 @@
     config.yaml        the resolved config (load it back with `lssat.config.load_config`)
     recipe.yaml        the recipe the model was built from, every field
     checkpoints/       last.* and best.* (see `lssat.engine.checkpoints`)
-    logs/              CSV logs (version_N/metrics.csv), tensorboard/ (TensorBoard events)
+    logs/              CSV logs (version_N/metrics.csv), tensorboard/ (TensorBoard events); the
+                       loggers are `trainer.loggers` (csv, tensorboard, or any Lightning logger by
+                       class path: `make_loggers`)
     run_record.json    the run record (see `lssat.engine.record`)
     predictions/       test.npz: per-sample test predictions (`lssat.engine.record.write_predictions`)
 
@@ -15,6 +17,11 @@ Flow: seed, data, task, recipe (adapted to the scheme), model, fit (validation e
 DDP (its own launcher, torchrun or Slurm, found from the environment); validation and test
 samplers are split across ranks without the padding that would repeat samples, and the metrics
 are gathered over all ranks. Only rank 0 writes files.
+
+A run is extended (more epochs or steps) in its own folder: `--resume` with a config that differs
+from a run's only in its schedule length (`trainer.epochs`, `trainer.max_steps`) continues that
+run's folder (`run_folder`), whose name stays the first config's run id. A requeued Slurm job
+(``SLURM_RESTART_COUNT`` > 0) resumes its folder's `last` checkpoint without `--resume`.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ from lssat.config import RunConfig, TaskConfig, config_from_dict, save_config
 from lssat.data.datamodule import FaceDataModule
 from lssat.data.loading import FaceDataLoader
 from lssat.engine import record as rec
-from lssat.engine.checkpoints import RunCheckpoints, load_weights
+from lssat.engine.checkpoints import RunCheckpoints, load_weights, slurm_requeued
 from lssat.engine.module import LSSATModule
 from lssat.engine.schemes import finds_unused_parameters, scheme_recipe
-from lssat.errors import ConfigError, InputError, LssatError
+from lssat.errors import ConfigError, InputError, LssatError, MissingDependencyError
 
 _QUIET = ("does not have many workers", "sync_dist=True", "is smaller than the logging interval",
           "`training_step` returned `None`", "Trying to infer the `batch_size`", "The number of training batches",
@@ -179,16 +186,13 @@ def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, 
                           f"processes; torchrun and Slurm work too)")
     if finds_unused_parameters(t.scheme) and strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"
-    loggers: list[Any] | bool = False
-    if folder is not None:
-        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    loggers: list[Any] | bool = False if folder is None else make_loggers(t.loggers, folder)
+    plugins = []
+    if not evaluate:
+        from lightning.fabric.plugins.environments import SLURMEnvironment
 
-        loggers = [CSVLogger(str(folder), name="logs")]
-        try:
-            loggers.append(TensorBoardLogger(str(folder), name="tensorboard", default_hp_metric=False))
-        except ModuleNotFoundError:  # neither tensorboard nor tensorboardX installed
-            warnings.warn("TensorBoard logs are off: `pip install tensorboard` to get them (CSV logs are written)",
-                          stacklevel=2)
+        if SLURMEnvironment.detect():  # lssat acts on the requeue signal itself (RunCheckpoints)
+            plugins.append(SLURMEnvironment(auto_requeue=False))
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
@@ -205,10 +209,99 @@ def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, 
             enable_progress_bar=t.progress, enable_model_summary=t.progress and not evaluate,
             deterministic=t.deterministic, logger=loggers, callbacks=callbacks,
             enable_checkpointing=not evaluate, default_root_dir=str(folder) if folder else None,
+            plugins=plugins or None,
         )
     except (MisconfigurationException, ValueError, RuntimeError, ImportError, TypeError) as err:
         raise ConfigError(f"trainer (accelerator {t.accelerator!r}, devices {t.devices!r}, strategy "
                           f"{strategy!r}): {str(err).strip().splitlines()[0]}") from None
+
+
+def make_loggers(specs: list[Any], folder: Path) -> list[Any]:
+    """The loggers `trainer.loggers` names: "csv" (``logs/``), "tensorboard" (``tensorboard/``), or
+    any Lightning logger by class path, as LightningCLI writes it: ``{class_path: ..., init_args:
+    {...}}`` (or the dotted path alone); its ``save_dir`` / ``root_dir`` defaults to the run folder."""
+    import importlib
+    import inspect
+
+    from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+    out: list[Any] = []
+    for i, spec in enumerate(specs or []):
+        key = f"trainer.loggers[{i}]"
+        if spec == "csv":
+            out.append(CSVLogger(str(folder), name="logs"))
+            continue
+        if spec == "tensorboard":
+            try:
+                out.append(TensorBoardLogger(str(folder), name="tensorboard", default_hp_metric=False))
+            except ModuleNotFoundError:  # neither tensorboard nor tensorboardX installed
+                warnings.warn("TensorBoard logs are off: `pip install tensorboard` to get them", stacklevel=3)
+            continue
+        if isinstance(spec, str) and "." in spec:
+            spec = {"class_path": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str) \
+                or not set(spec) <= {"class_path", "init_args"} or not isinstance(spec.get("init_args", {}), dict):
+            raise ConfigError(f"{key}: expected csv, tensorboard, or {{class_path: a.Logger, init_args: {{...}}}}, "
+                              f"got {spec!r}")
+        module_name, _, name = spec["class_path"].rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), name)
+        except ModuleNotFoundError as err:
+            raise MissingDependencyError(f"{key}: {spec['class_path']} needs {err.name}, which is not installed "
+                                         f"(pip install {str(err.name).split('.')[0]})") from None
+        except (ImportError, AttributeError, ValueError):
+            raise ConfigError(f"{key}: no class {spec['class_path']!r}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Logger)):
+            raise ConfigError(f"{key}: {spec['class_path']} is not a Lightning logger")
+        args = dict(spec.get("init_args") or {})
+        params = inspect.signature(cls).parameters
+        for where in ("save_dir", "root_dir"):
+            if where in params and where not in args:
+                args[where] = str(folder)
+        try:
+            out.append(cls(**args))
+        except ModuleNotFoundError as err:
+            raise MissingDependencyError(f"{key}: {spec['class_path']} needs {err.name}, which is not installed "
+                                         f"(pip install {str(err.name).split('.')[0]})") from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{key}: {spec['class_path']}: {_one_line(err)}") from None
+    return out
+
+
+SCHEDULE_KEYS = ("epochs", "max_steps")  # trainer keys a run may be extended in (--resume)
+
+
+def run_folder(cfg: RunConfig, resume: bool | str | None) -> tuple[Path, bool | str | None]:
+    """The folder a run trains in and what it resumes: ``<output_dir>/<run_id>``, or, with
+    ``--resume`` (or ``--resume RUN_DIR`` of the same output_dir), the folder of a run whose config
+    differs from this one only in its schedule length (`SCHEDULE_KEYS`): the run is extended there.
+    A requeued Slurm job resumes its folder's `last` checkpoint without being asked."""
+    folder = Path(cfg.output_dir) / cfg.run_id
+    if not resume and slurm_requeued() and (folder / "checkpoints" / "last.ckpt").is_file():
+        return folder, True
+    if resume is True and not (folder / "checkpoints" / "last.ckpt").is_file():
+        found = [p for p in sorted(Path(cfg.output_dir).glob("*/checkpoints/last.ckpt"))
+                 if _same_but_schedule(p.parent.parent, cfg)]
+        if len(found) > 1:
+            raise ConfigError(f"--resume: runs {', '.join(p.parent.parent.name for p in found)} in {cfg.output_dir} "
+                              f"differ from this config only in their length; name one: --resume RUN_DIR")
+        if found:
+            return found[0].parent.parent, True
+    elif isinstance(resume, (str, Path)) and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
+        given = Path(resume)
+        if given.resolve().parent == Path(cfg.output_dir).resolve() and _same_but_schedule(given, cfg):
+            return given, True
+    return folder, resume
+
+
+def _same_but_schedule(run_dir: Path, cfg: RunConfig) -> bool:
+    """Whether the run in `run_dir` has this config but for `SCHEDULE_KEYS` (its config.yaml)."""
+    try:
+        tree = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        tree["trainer"].update({k: getattr(cfg.trainer, k) for k in SCHEDULE_KEYS})
+        return config_from_dict(tree).run_id == cfg.run_id
+    except (OSError, yaml.YAMLError, LssatError, KeyError, TypeError, AttributeError):
+        return False  # not a run folder of this lssat, or one it cannot read: not this run
 
 
 def _quiet() -> None:
@@ -260,10 +353,11 @@ def env_rank_zero() -> bool:
     return all(os.environ.get(key, "0") == "0" for key in keys)
 
 
-def _metadata(cfg: RunConfig, recipe: Any, task: Any, model: Any, dm: FaceDataModule) -> dict[str, Any]:
+def _metadata(cfg: RunConfig, recipe: Any, task: Any, model: Any, dm: FaceDataModule,
+              run_id: str | None = None) -> dict[str, Any]:
     from lssat import __version__
 
-    return {"run_id": cfg.run_id, "lssat_version": __version__, "config": cfg.to_dict(), "recipe": recipe.to_dict(),
+    return {"run_id": run_id or cfg.run_id, "lssat_version": __version__, "config": cfg.to_dict(), "recipe": recipe.to_dict(),
             "task": task.describe(),
             "norm": {"mean": model.rgb_mean.flatten().tolist(), "std": model.rgb_std.flatten().tolist()},
             "header": {k: v for k, v in dataclasses.asdict(dm.header).items() if k != "info"}}
@@ -277,18 +371,21 @@ def train(cfg: RunConfig, resume: bool | str | None = None, *, wait: bool = Fals
     """
     from lssat.fileio import folder_lock
 
+    folder, resume = run_folder(cfg, resume)
     if not env_rank_zero():
-        return _train(cfg, resume)
-    with folder_lock(Path(cfg.output_dir) / cfg.run_id, "run folder", wait=wait):
-        return _train(cfg, resume)
+        return _train(cfg, resume, folder)
+    with folder_lock(folder, "run folder", wait=wait):
+        return _train(cfg, resume, folder)
 
 
-def _train(cfg: RunConfig, resume: bool | str | None) -> RunResult:
+def _train(cfg: RunConfig, resume: bool | str | None, folder: Path) -> RunResult:
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
     from lssat.models.lssat import count_parameters
 
     _quiet()
     watch = rec.Stopwatch()
-    folder = Path(cfg.output_dir) / cfg.run_id
+    run_id = folder.name
     ckpt_dir = folder / "checkpoints"
     resume_path = _resume_path(resume, ckpt_dir)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -297,19 +394,27 @@ def _train(cfg: RunConfig, resume: bool | str | None) -> RunResult:
     task = make_task(cfg.task, dm)
     recipe = scheme_recipe(cfg.build_recipe(), cfg.trainer.scheme)
     model = make_model(cfg, task.num_outputs, recipe)
-    checkpoints = RunCheckpoints(ckpt_dir, every_validation=cfg.trainer.val_check_interval is not None)
-    module = LSSATModule(model, task, cfg.trainer, cfg.data.batch_size, _metadata(cfg, recipe, task, model, dm),
+    checkpoints = RunCheckpoints(ckpt_dir, every_validation=cfg.trainer.val_check_interval is not None,
+                                 every_n_train_steps=cfg.trainer.checkpoint_every_n_train_steps,
+                                 train_time_interval=cfg.trainer.checkpoint_train_time_interval,
+                                 slurm=SLURMEnvironment.detect())
+    module = LSSATModule(model, task, cfg.trainer, cfg.data.batch_size,
+                         _metadata(cfg, recipe, task, model, dm, run_id),
                          checkpoint_hint=str(checkpoints.path("last")))
     if resume_path is not None:
         _check_resume(resume_path, module)
     trainer = build_trainer(cfg, folder, [checkpoints])
-    record = rec.new_record(cfg.run_id, cfg.to_dict(), cfg.trainer.seed)
+    record = rec.new_record(run_id, cfg.to_dict(), cfg.trainer.seed)
     record.update(recipe={**recipe.to_dict(), "label": recipe.label}, task=task.describe(),
                   resumed_from=str(resume_path) if resume_path else None,
                   data={"dataset": dm.header.dataset, "records": {s: len(dm.records(s)) for s in ("train", "val", "test")},
                         "train_subset": len(dm.train_positions), "skipped_images": 0})
     if cfg.trainer.scheme == "supervised" and recipe.name.endswith("/supervised"):
         record["notes"].append("scheme supervised: the recipe's auxiliary branches were not built")
+    if run_id != cfg.run_id:
+        record["notes"].append(f"extended: this config (run id {cfg.run_id}) differs from the run's first only in "
+                               f"its length ({', '.join('trainer.' + k for k in SCHEDULE_KEYS)}); trained on in "
+                               f"its folder")
     if env_rank_zero():
         record["attempts"] = rec.earlier_attempts(folder)  # a killed attempt is noted as interrupted
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +426,8 @@ def _train(cfg: RunConfig, resume: bool | str | None) -> RunResult:
             trainer.fit(module, datamodule=dm, ckpt_path=resume_path, weights_only=True)
         except MisconfigurationException as err:
             raise ConfigError(f"trainer: {_one_line(err)}") from None
+        if checkpoints.requeued is not None:
+            return _requeued(folder, record, checkpoints, trainer, watch)
         tested = "best" if checkpoints.path("best").is_file() else "last"
         ckpt = checkpoints.path(tested)
         if not ckpt.is_file():
@@ -358,6 +465,21 @@ def _train(cfg: RunConfig, resume: bool | str | None) -> RunResult:
                              "world_size": trainer.world_size, "epochs_completed": trainer.current_epoch,
                              "global_step": trainer.global_step, **getattr(module, "lr_info", {})}
         record.update(status="done", finished=rec.now_iso())
+        rec.write_record(folder, record)
+    return RunResult(folder, record, trainer.is_global_zero)
+
+
+def _requeued(folder: Path, record: dict[str, Any], checkpoints: RunCheckpoints, trainer: L.Trainer,
+              watch: Any) -> RunResult:
+    """Slurm's requeue signal stopped training after writing `last`: the record says so (status
+    interrupted); the requeued job resumes."""
+    step = trainer.global_step
+    if trainer.is_global_zero and env_rank_zero():
+        record.update(status="interrupted", finished=rec.now_iso(),
+                      error=f"requeued: Slurm job {checkpoints.requeued} got signal {checkpoints.requeue_signal} and "
+                            f"was requeued at step {step}; {checkpoints.path('last')} holds the run so far")
+        record["requeued"] = {"job": checkpoints.requeued, "signal": checkpoints.requeue_signal, "step": step}
+        record["cost"]["wall_time_s"] = watch.seconds
         rec.write_record(folder, record)
     return RunResult(folder, record, trainer.is_global_zero)
 
