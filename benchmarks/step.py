@@ -80,7 +80,7 @@ def build(recipe: str, args, device):
     torch.manual_seed(0)
     task = build_task("deepfake")
     model = LSSATModel(args.backbone, task.num_outputs, recipe, args.img).to(device)
-    opt = optim.build_optimizer(optim.param_groups(model, 0.05), 1e-4, 0.05, (0.9, 0.999))
+    opt = optim.build_optimizer(model, 1e-4, 0.05, (0.9, 0.999))
     g = torch.Generator().manual_seed(0)
     batch = {"image": torch.randint(0, 256, (args.batch, 3, args.img, args.img), dtype=torch.uint8,
                                     generator=g).to(device),

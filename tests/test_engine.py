@@ -36,41 +36,48 @@ def batch(n=6):
 
 def test_param_groups_exempt_biases_norms_and_tokens_only():
     model = tiny_model()
-    groups = optim.param_groups(model, 0.05)
-    decay = {id(p) for p in groups[0]["params"]}
-    no_decay = {id(p) for p in groups[1]["params"]}
+    opt = optim.build_optimizer(model, 1e-3, 0.05, (0.9, 0.999))  # timm's create_optimizer_v2
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay.isdisjoint(no_decay) and decay | no_decay == set(names)  # every parameter exactly once
-    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
     for pid in no_decay:
         name = names[pid]
         p = dict(model.named_parameters())[name]
         assert p.ndim <= 1 or name.endswith(("pos_embed", "cls_token")), name
     exempt = {names[i] for i in no_decay}
     assert "backbone.model.pos_embed" in exempt and "backbone.model.cls_token" in exempt
+    assert "mae.decoder.mask_token" not in exempt  # decayed, as in SSAT and MAE
     assert any(n.endswith("norm.weight") for n in exempt) and any(n.endswith(".bias") for n in exempt)
     assert all(dict(model.named_parameters())[names[i]].ndim >= 2 for i in decay)
     assert optim.scaled_lr(1e-3, 512) == pytest.approx(2e-3)
 
 
-def test_warmup_then_cosine_to_the_floor():
+def test_warmup_from_zero_then_cosine_to_the_floor():
     peak, floor = 1e-3, 1e-6
     segs = optim.segments_for(total_steps=100, steps_per_epoch=10, warmup_epochs=2)
     assert segs == [optim.Segment(0, 100, 20)]
-    f = optim.WarmupCosine(segs, peak, floor)
-    lrs = [peak * f(s) for s in range(100)]
-    assert lrs[0] == pytest.approx(peak / 20) and lrs[19] == pytest.approx(peak)
-    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20]))  # linear warm-up
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=peak)
+    f = optim.build_scheduler(opt, segs, floor)
+    assert opt.param_groups[0]["lr"] == 0.0  # the first step's lr: warm-up starts at 0 (MAE, timm)
+    lrs = [f.lr_at(s) for s in range(100)]
+    assert lrs[0] == 0.0 and lrs[1] == pytest.approx(peak / 20) and lrs[20] == pytest.approx(peak)
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))  # linear warm-up
     assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # cosine decay
     assert lrs[60] == pytest.approx(floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * 40 / 80)))
-    assert peak * f(100) == pytest.approx(floor) and peak * f(500) == pytest.approx(floor)
+    assert f.lr_at(100) == pytest.approx(floor) and f.lr_at(500) == pytest.approx(floor)
+    f.step_update(60)
+    assert opt.param_groups[0]["lr"] == pytest.approx(lrs[60])
 
 
 def test_two_cycles_restart_the_schedule_at_the_boundary():
     segs = optim.segments_for(100, 10, 1, boundary=40)
     assert segs == [optim.Segment(0, 40, 10), optim.Segment(40, 60, 10)]
-    f = optim.WarmupCosine(segs, 1.0, 0.0)
-    assert f(39) < 0.05 and f(40) == pytest.approx(0.1) and f(49) == pytest.approx(1.0)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    f = optim.build_scheduler(opt, segs, 0.0)
+    assert f.lr_at(39) < 0.05 and f.lr_at(40) == 0.0 and f.lr_at(41) == pytest.approx(0.1)
+    assert f.lr_at(50) == pytest.approx(1.0)
     assert optim.segments_for(10, 10, 5, warmup_steps=3)[0].warmup == 3
     assert optim.segments_for(10, 10, 5)[0].warmup == 10  # never longer than the run
 

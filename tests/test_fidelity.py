@@ -77,3 +77,26 @@ def test_init_mae_other_families_and_pretrained(tmp_path):
     loaded = create_backbone("vit_tiny_patch16_224", 32, weights=path, init="mae", **VIT)
     assert torch.equal(loaded.model.blocks[0].attn.qkv.weight, src.model.blocks[0].attn.qkv.weight)
     assert torch.equal(loaded.model.pos_embed, src.model.pos_embed) and loaded.model.pos_embed.requires_grad
+
+
+def test_hmtl_puzzle_loss_sums_tile_cross_entropies_by_hand():
+    from lssat.models.auxiliary.puzzle import PuzzleAux
+    from lssat.models.recipe import load_recipe
+
+    r = load_recipe("hmtl-puzzle")
+    assert (r.puzzle.grid, r.puzzle.reduction, r.puzzle.dropout, r.puzzle.task_dropout) == (3, "sum", 0.2, 0.3)
+    torch.manual_seed(0)
+    aux = PuzzleAux(6, 3, "sum", dropout=0.2).eval()  # eval: no dropout in the hand computation
+    pooled = torch.randn(2, 6)
+    labels = torch.stack([torch.randperm(9) for _ in range(2)])
+    logits = (pooled @ aux.heads.weight.T + aux.heads.bias).reshape(2, 9, 9)
+    expected = 0.0
+    for pos in range(9):  # one softmax head per tile position, weight 1 each, batch-mean cross-entropy
+        ce = [-(logits[b, pos, labels[b, pos]] - torch.logsumexp(logits[b, pos], 0)) for b in range(2)]
+        expected += sum(ce) / 2
+    got = aux.losses(pooled, labels)["puzzle_loss"]
+    torch.testing.assert_close(got, expected)
+    aux.reduction = "mean"
+    torch.testing.assert_close(aux.losses(pooled, labels)["puzzle_loss"], expected / 9)
+    model = LSSATModel("vit_tiny_patch16_224", 3, r, 32, backbone_kwargs={**VIT, "embed_dim": 48})
+    assert model.head.drop.p == 0.3 and model.puzzle.drop.p == 0.2 and model.puzzle.tiles == 9

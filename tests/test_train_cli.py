@@ -252,9 +252,10 @@ def test_pretrain_finetune_scheme_restarts_the_schedule_and_picks_best_in_stage_
     segments = record["trainer"]["segments"]
     assert segments == [{"start": 0, "length": 4, "warmup": 2}, {"start": 4, "length": 8, "warmup": 2}]
     lr = lr_by_step(folder)
-    assert lr[0] == pytest.approx(0.002) and lr[1] == pytest.approx(0.004)  # warm-up of stage 1
-    assert lr[4] == pytest.approx(0.002) and lr[5] == pytest.approx(0.004)  # and again in stage 2
-    assert lr[3] < lr[2] == pytest.approx(lr[1])  # then the cosine
+    assert lr[0] == 0.0 and lr[1] == pytest.approx(0.002) and lr[2] == pytest.approx(0.004)  # warm-up from 0
+    assert lr[4] == 0.0 and lr[5] == pytest.approx(0.002) and lr[6] == pytest.approx(0.004)  # again in stage 2
+    assert lr[3] < lr[2]  # then the cosine
+    assert record["trainer"]["layer_decay"] == 0.75  # MAE's fine-tuning: layer-wise lr decay in stage 2
     assert record["checkpoint"]["tested"] == "best" and record["checkpoint"]["epoch"] >= 1  # not a stage-1 epoch
     assert sorted(val_history(folder, "val/acc")) == [0, 1, 2]  # stage 1 is validated, never chosen
     # stage 1 trains no head: the task loss it logs is not what it optimises

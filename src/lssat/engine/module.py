@@ -10,7 +10,10 @@
   flat scalars ``val/<metric>`` / ``test/<metric>``; the full result is kept in `results[split]`.
   The test split's per-sample predictions (index, target, score, video_id, subgroups) are kept in
   `predictions["test"]` (numpy arrays, every rank's samples gathered, sorted by index).
-- `configure_optimizers`: AdamW + per-step warm-up/cosine (`lssat.engine.optim`).
+- `configure_optimizers`: timm's AdamW + per-step warm-up (from 0) / cosine (`lssat.engine.optim`),
+  stepped by `lr_scheduler_step`. pretrain-finetune: the fine-tuning stage starts with fresh AdamW
+  moments, a fresh warm-up, timm's layer-wise lr decay (`trainer.finetune_layer_decay`) and drop path
+  (`trainer.finetune_drop_path`, off while pre-training), as MAE fine-tunes.
 - Hyper-parameters (``self.hparams``, Lightning's ``hyper_parameters`` in every checkpoint and the
   CSV logger's hparams.yaml): the run metadata (resolved config, recipe, task, normalisation), the
   task's resolved options and the batch size, all plain data, so
@@ -132,9 +135,15 @@ class LSSATModule(L.LightningModule):
         if self._log_this_step():
             parts = {"train/loss_step": loss.detach().float(),
                      **{f"train/{k}": out[k].detach().float() for k in LOSS_KEYS if k in out},
-                     "train/lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
+                     "train/lr": self._schedule_lr()}
             self.log_dict(parts, on_step=True, on_epoch=False, batch_size=n)
         return loss
+
+    def _schedule_lr(self) -> float:
+        """The schedule's lr (of the top layer under layer-wise decay: a group's lr / its lr_scale)."""
+        group = self.trainer.optimizers[0].param_groups[0]
+        scale = group.get("lr_scale", 1.0)
+        return float(group["lr"] / scale) if scale else float(group["lr"])
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if device.type == "cpu":  # CPU batches are already there: skip walking the batch each step
@@ -165,9 +174,11 @@ class LSSATModule(L.LightningModule):
                                f"step {self.global_step}{where}")
 
     def on_train_epoch_start(self) -> None:
-        if self.scheme == "pretrain-finetune" and self.current_epoch == self.cfg.pretrain_epochs:
-            for opt in self.trainer.optimizers:  # fine-tuning starts with fresh AdamW moments
-                opt.state.clear()
+        if self.scheme == "pretrain-finetune":
+            if self.current_epoch == self.cfg.pretrain_epochs:
+                for opt in self.trainer.optimizers:  # fine-tuning starts with fresh AdamW moments
+                    opt.state.clear()
+            self._fine_tuning(self.stage == "finetune")
         self._mark = time.perf_counter()
         self._epoch_loss = torch.zeros((), device=self.device)
         self._epoch_images = 0
@@ -189,6 +200,26 @@ class LSSATModule(L.LightningModule):
         self._mark = now
         self.train_images += len(batch["image"])
 
+    def _fine_tuning(self, on: bool) -> None:
+        """Layer-wise lr decay and drop path: on in the fine-tuning stage, off while pre-training."""
+        from timm.layers import DropPath
+
+        for module in self.model.modules():
+            if isinstance(module, DropPath):
+                if not hasattr(module, "lssat_drop_prob"):
+                    module.lssat_drop_prob = module.drop_prob
+                module.drop_prob = module.lssat_drop_prob if on else 0.0
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                if "lssat_lr_scale" in group:
+                    group["lr_scale"] = group["lssat_lr_scale"] if on else 1.0
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.step_update(self.trainer.global_step)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
+        """timm schedulers step by the optimizer step count."""
+        scheduler.step_update(self.trainer.global_step)
+
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.cfg
         if cfg is None:
@@ -208,16 +239,15 @@ class LSSATModule(L.LightningModule):
                 raise ConfigError(f"trainer.pretrain_epochs ({cfg.pretrain_epochs} epochs = {boundary} steps) "
                                   f"leaves no fine-tuning step of the run's {total} steps")
         segments = optim.segments_for(total, per_epoch, cfg.warmup_epochs, cfg.warmup_steps, boundary)
-        schedule = optim.WarmupCosine(segments, peak, cfg.min_lr)
-        optimizer = optim.build_optimizer(optim.param_groups(self.model, cfg.weight_decay), peak,
-                                          cfg.weight_decay, cfg.betas)
-
-        def multiplier(step: int) -> float:  # a plain function: LambdaLR saves no state for it
-            return schedule(step)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        layer_decay = cfg.finetune_layer_decay if boundary is not None else cfg.layer_decay
+        optimizer = optim.build_optimizer(self.model, peak, cfg.weight_decay, cfg.betas, layer_decay)
+        if boundary is not None and layer_decay is not None:
+            for group in optimizer.param_groups:  # pre-training runs every layer at the full lr
+                group["lssat_lr_scale"], group["lr_scale"] = group["lr_scale"], 1.0
+        scheduler = optim.build_scheduler(optimizer, segments, cfg.min_lr)
         self.lr_info = {"peak_lr": peak, "global_batch": global_batch, "total_steps": total,
-                        "steps_per_epoch": per_epoch, "segments": [vars(s) for s in segments]}
+                        "steps_per_epoch": per_epoch, "segments": [vars(s) for s in segments],
+                        "layer_decay": layer_decay}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_end(self) -> None:

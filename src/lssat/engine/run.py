@@ -164,7 +164,7 @@ def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, An
     m = cfg.model
     weights = m.pretrained if isinstance(m.pretrained, str) and m.pretrained != "hub" else None
     return LSSATModel(m.backbone, num_outputs, recipe, m.img_size, pretrained=m.pretrained == "hub",
-                      weights=weights, allow_hub=m.pretrained == "hub", backbone_kwargs=dict(m.kwargs),
+                      weights=weights, allow_hub=m.pretrained == "hub", backbone_kwargs=backbone_kwargs(cfg),
                       head_dropout=m.head_dropout, norm_mean=(norm or {}).get("mean"),
                       norm_std=(norm or {}).get("std"), init=resolve_init(m.init, recipe))
 
@@ -172,6 +172,16 @@ def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, An
 def resolve_init(init: str | None, recipe: Any) -> str:
     """model.init, where null means "mae" (MAE/SSAT's from-scratch init) for the SSAT family and the
     supervised baseline, and "timm" for HMTL's recipes (puzzle, in-painting), built on timm's models."""
+def backbone_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """model.kwargs, plus timm's drop_path_rate = trainer.finetune_drop_path for a pretrain-finetune
+    run (LSSATModule turns drop path off while pre-training) unless model.kwargs sets it."""
+    kwargs = dict(cfg.model.kwargs)
+    t = cfg.trainer
+    if t.scheme == "pretrain-finetune" and t.finetune_drop_path > 0 and "drop_path_rate" not in kwargs:
+        kwargs["drop_path_rate"] = t.finetune_drop_path
+    return kwargs
+
+
     if init is not None:
         return init
     return "timm" if {"puzzle", "inpaint"} & set(recipe.aux) else "mae"

@@ -22,6 +22,7 @@ the shared stem, "own" gives it a 1-channel copy of the stem.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,14 @@ class LSSATModel(nn.Module):
                 mlp_ratio=r.decoder.mlp_ratio, norm_pix=r.norm_pix,
             )
         fused = self.mae.feature_dim if (self.mae is not None and r.fusion) else 0
+        if "puzzle" in r.aux and r.puzzle.task_dropout is not None:
+            head_dropout = r.puzzle.task_dropout  # HMTL's task-head dropout
         self.head = LinearHead(bb.num_features + fused, num_outputs, head_dropout)
         self.init = init
         if init == "mae" and bb.masking == "drop" and not (pretrained or weights is not None):
             nn.init.xavier_uniform_(self.head.fc.weight)  # MAE's _init_weights covers the head too
-        self.puzzle = PuzzleAux(bb.num_features, r.puzzle.grid) if "puzzle" in r.aux else None
+        self.puzzle = PuzzleAux(bb.num_features, r.puzzle.grid, r.puzzle.reduction, r.puzzle.dropout) \
+            if "puzzle" in r.aux else None
         self.inpaint = None
         if "inpaint" in r.aux:
             self.inpaint = InpaintAux(
@@ -134,6 +138,49 @@ class LSSATModel(nn.Module):
                 min_frac=r.inpaint.min_frac, max_frac=r.inpaint.max_frac,
                 perceptual_weights=r.inpaint.perceptual_weights, perceptual_weight=r.inpaint.perceptual_weight,
             )
+
+    # ------------------------------------------------------------------ timm's optimizer factory
+    def no_weight_decay(self) -> set[str]:
+        """Full names of the parameters that timm modules inside exempt from weight decay (their
+        `no_weight_decay()`: position embedding, CLS / distillation tokens, ...), for
+        `timm.optim.create_optimizer_v2`; mask tokens are not listed (SSAT and MAE decay them)."""
+        names: set[str] = set()
+        for prefix, module in self.named_modules():
+            listed = getattr(module, "no_weight_decay", None)
+            if module is self or not callable(listed):
+                continue
+            try:
+                exempt = listed()
+            except TypeError:
+                continue
+            names.update(f"{prefix}.{name}" if prefix else str(name) for name in exempt)
+        return names
+
+    def group_matcher(self, coarse: bool = False) -> Any:
+        """The backbone's timm `group_matcher` on this model's parameter names, for layer-wise lr
+        decay: stem (with lssat's extra stems and mask token), then the blocks; the decoder, heads
+        and other auxiliary branches are unmatched, which timm puts in the last layer (scale 1)."""
+        inner = self.backbone.model.group_matcher(coarse=coarse)
+
+        def under(pattern: str) -> str:  # timm matches names from their start (re.match)
+            return r"^backbone\.model\.(?:" + re.sub(r"(^|\|)\^", r"\1", pattern) + ")"
+
+        def prefixed(spec: Any) -> Any:
+            return under(spec) if isinstance(spec, str) else [(under(pattern), rest) for pattern, rest in spec]
+
+        extra = r"^backbone\.(?:mask_token|stems\.)"
+        if callable(inner):  # a function of the name (CaiT): ordinal of a backbone name
+            start = "backbone.model."
+
+            def ordinal(name: str) -> Any:
+                if name.startswith(start):
+                    return inner(name[len(start):])
+                return 0 if re.match(extra, name) else float("inf")
+
+            return ordinal
+        out = {key: prefixed(spec) for key, spec in inner.items()}
+        out["stem"] = f"{out['stem']}|{extra}" if isinstance(out.get("stem"), str) else extra
+        return out
 
     # ------------------------------------------------------------------ inputs and targets
     def target_specs(self) -> list[TargetSpec]:

@@ -47,10 +47,18 @@ class TextureSettings:
 
 @dataclass
 class PuzzleSettings:
-    """HMTL puzzling: grid x grid tiles; the task head sees the shuffled image when task_on_shuffled."""
+    """HMTL puzzling: grid x grid tiles; the task head sees the shuffled image when task_on_shuffled.
 
-    grid: int = 2
+    reduction: "sum" (HMTL: each tile head's cross-entropy with weight 1) or "mean" over tiles.
+    dropout: before the tile heads (HMTL 0.2); task_dropout: before the task head in a puzzle
+    recipe (HMTL 0.3; replaces model.head_dropout; null keeps model.head_dropout).
+    """
+
+    grid: int = 3
     task_on_shuffled: bool = True
+    reduction: str = "sum"
+    dropout: float = 0.2
+    task_dropout: float | None = 0.3
 
 
 @dataclass
@@ -142,6 +150,12 @@ class Recipe:
         _integer("texture.ldp_k", self.texture.ldp_k, 1, 7)
         if self.puzzle.grid not in (2, 3):
             raise ConfigError(f"recipe {self.name}: puzzle.grid must be 2 or 3, got {self.puzzle.grid!r}")
+        _choice("puzzle.reduction", self.puzzle.reduction, ("sum", "mean"))
+        for key in ("dropout", "task_dropout"):
+            value = getattr(self.puzzle, key)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not 0 <= value < 1):
+                raise ConfigError(f"recipe field puzzle.{key}: expected a number in [0, 1), got {value!r}")
         _number("inpaint.min_frac", self.inpaint.min_frac, 0.0, 1.0, closed=False)
         _number("inpaint.max_frac", self.inpaint.max_frac, 0.0, 1.0, closed=False)
         if self.inpaint.min_frac > self.inpaint.max_frac:

@@ -4,7 +4,9 @@ The image is cut into grid x grid tiles (2x2 or 3x3), the tiles are permuted by 
 per sample and reassembled. For each tile position one softmax head predicts the original index of
 the tile now at that position (the T heads are stored as one linear layer with T x T outputs). When
 the image side is not a multiple of the grid, the leftover right/bottom border is not shuffled.
-The loss is the cross-entropy averaged over tile positions.
+The loss is, as in HMTL, the sum over tile positions of each head's cross-entropy (weight 1 each;
+each averaged over the batch), or with reduction "mean" their mean (T times smaller). Dropout
+(HMTL: 0.2) is applied to the pooled feature before the heads.
 """
 
 from __future__ import annotations
@@ -43,23 +45,32 @@ class PuzzleAux(nn.Module):
     Args:
         in_dim: width of the pooled feature of the shuffled image.
         grid: 2 or 3 (tiles per side).
+        reduction: "sum" (HMTL) or "mean" over tile positions.
+        dropout: dropout on the pooled feature before the heads.
     """
 
-    def __init__(self, in_dim: int, grid: int) -> None:
+    def __init__(self, in_dim: int, grid: int, reduction: str = "sum", dropout: float = 0.0) -> None:
         super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"puzzle reduction must be sum or mean, got {reduction!r}")
         self.grid = grid
         self.tiles = grid * grid
+        self.reduction = reduction
+        self.drop = nn.Dropout(dropout)
         self.heads = nn.Linear(in_dim, self.tiles * self.tiles)
         nn.init.trunc_normal_(self.heads.weight, std=0.02)
         nn.init.zeros_(self.heads.bias)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (B, T, T) logits: position x original tile index."""
-        return self.heads(pooled).reshape(-1, self.tiles, self.tiles)
+        return self.heads(self.drop(pooled)).reshape(-1, self.tiles, self.tiles)
 
     def losses(self, pooled: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"puzzle_loss": mean cross-entropy over positions, "puzzle_acc": detached accuracy}."""
+        """{"puzzle_loss": cross-entropy summed (or averaged) over positions, "puzzle_acc": detached
+        accuracy}."""
         logits = self(pooled)
-        loss = F.cross_entropy(logits.reshape(-1, self.tiles).float(), labels.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, self.tiles).float(), labels.reshape(-1))  # mean over B x T
+        if self.reduction == "sum":
+            loss = loss * self.tiles
         acc = (logits.argmax(dim=-1) == labels).float().mean().detach()
         return {"puzzle_loss": loss, "puzzle_acc": acc}
