@@ -124,3 +124,141 @@ def test_hf_hub_id_offline_and_not_cached_is_one_line(tmp_path: Path, monkeypatc
         f"HF_HUB_OFFLINE=1 forbids downloading it"]
     with pytest.raises(InputError, match="HF_HUB_OFFLINE=1 forbids uploading"):
         LSSATModel("vit_tiny_patch16_224", 2, "supervised", 32, backbone_kwargs={"depth": 1}).push_to_hub("org/x")
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+STEPS6 = ["trainer.max_steps=6", "trainer.deterministic=true", *QUIET]  # 4 steps an epoch (32 faces, batch 8)
+SLURM_ENV = {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "lssat-train", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+
+
+def _record(folder: Path) -> dict:
+    return json.loads((folder / "run_record.json").read_text())
+
+
+def _only(folder: Path) -> Path:
+    (run,) = [p for p in folder.iterdir() if p.is_dir()]
+    return run
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_slurm_signal_checkpoints_requeues_and_the_requeued_job_resumes_bit_for_bit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A step interval writes `last` between epochs (Lightning's every_n_train_steps); Slurm's
+    SIGUSR1 (sent in-process) makes the run write `last` at the step's end, run `scontrol requeue`
+    and stop; the requeued job (SLURM_RESTART_COUNT=1) resumes without --resume and ends with the
+    weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+
+    from lightning.pytorch.callbacks import Callback
+
+    import lssat.engine.run as engine
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "-c", "smoke", "-o", str(tmp_path / "a"), *STEPS6]) == 0
+        calls: list[list[str]] = []
+        seen: dict[int, int] = {}
+        monkeypatch.setattr(subprocess, "call", lambda cmd, *a, **k: calls.append(list(cmd)) or 0)
+        for key, value in SLURM_ENV.items():
+            monkeypatch.setenv(key, value)
+
+        class Signal(Callback):
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+                last = tmp_path / "b" / module.metadata["run_id"] / "checkpoints" / "last.json"
+                seen[trainer.global_step] = json.loads(last.read_text())["step"] if last.is_file() else 0
+                if trainer.global_step == 5:  # mid-epoch; before RunCheckpoints (a checkpoint callback runs last)
+                    os.kill(os.getpid(), signal.SIGUSR1)
+
+        build = engine.build_trainer
+        with monkeypatch.context() as mp:
+            mp.setattr(engine, "build_trainer", lambda cfg, folder, callbacks, **kw: build(
+                cfg, folder, [Signal(), *callbacks], **kw))
+            args = ["train", "-c", "smoke", "-o", str(tmp_path / "b"), *STEPS6, "trainer.checkpoint_every_n_train_steps=3"]
+            assert main(args) == 0
+        assert "requeued" in capsys.readouterr().out
+        run_b = _only(tmp_path / "b")
+        assert seen[3] == 0 and seen[4] == 3  # the interval's mid-epoch checkpoint, written after this callback
+        assert json.loads((run_b / "checkpoints" / "last.json").read_text())["step"] == 5
+        assert calls == [["scontrol", "requeue", "4242"]]
+        record = _record(run_b)
+        assert record["status"] == "interrupted" and record["requeued"]["step"] == 5
+        assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # the handler was taken down
+
+        monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+        assert main(["train", "-c", "smoke", "-o", str(tmp_path / "b"), *STEPS6]) == 0  # no --resume
+        record = _record(run_b)
+        assert record["status"] == "done" and record["resumed_from"].endswith("last.ckpt")
+        assert record["trainer"]["global_step"] == 6 and record["cost"]["train_images"] == 1 * 8
+        assert [a["status"] for a in record["attempts"]] == ["interrupted"]
+    finally:
+        torch.set_num_threads(torch_threads)
+    run_a = _only(tmp_path / "a")
+    for name in ("last", "best"):
+        a, b = (_safetensors(r / "checkpoints" / f"{name}.safetensors") for r in (run_a, run_b))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_time_interval_checkpoints_between_epochs_and_best_is_weights_only(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint_train_time_interval (Lightning's train_time_interval) writes `last` after steps
+    1-3 of a 4-step epoch, the epoch's end at step 4; `last.ckpt` is full, `best.ckpt` weights and
+    metadata only; neither interval setting changes the run id."""
+    from lssat.config import load_config
+    from lssat.engine.checkpoints import RunCheckpoints
+
+    base = load_config(["smoke"], ["trainer.max_steps=4"])
+    assert load_config(["smoke"], ["trainer.max_steps=4", "trainer.checkpoint_every_n_train_steps=3"]).run_id \
+        == load_config(["smoke"], ["trainer.max_steps=4", "trainer.checkpoint_train_time_interval=60"]).run_id \
+        == base.run_id
+    steps: list[int] = []
+    original = RunCheckpoints._checkpoint
+
+    def recorded(self, trainer, module, validated=True):  # noqa: ANN001
+        steps.append(trainer.global_step)
+        return original(self, trainer, module, validated)
+
+    monkeypatch.setattr(RunCheckpoints, "_checkpoint", recorded)
+    assert main(["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, "trainer.max_steps=4",
+                 "trainer.checkpoint_train_time_interval=0.0001"]) == 0
+    assert steps == [1, 2, 3, 4]
+    ckpts = _only(tmp_path) / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 4 and "optimizer_states" in last and "lssat_rng" in last
+    assert "optimizer_states" not in best and best["hyper_parameters"]["metadata"]["run_id"] == ckpts.parent.name
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "best.json", "best.safetensors", "last.ckpt",
+                                                      "last.json", "last.safetensors"]
+
+
+def test_resume_extends_a_run_in_its_own_folder(tmp_path: Path) -> None:
+    """trainer.epochs=1, then trainer.epochs=2 --resume: the same folder, trained on from its last
+    checkpoint (the optimizer continued: only the new steps logged)."""
+    import csv
+
+    one = ["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, "trainer.max_steps=null", "trainer.epochs=1"]
+    assert main(one) == 0
+    folder = _only(tmp_path)
+    assert main([*one[:-1], "trainer.epochs=2", "--resume"]) == 0
+    assert _only(tmp_path) == folder  # no second folder
+    record = _record(folder)
+    assert record["status"] == "done" and record["run_id"] == folder.name
+    assert record["trainer"]["global_step"] == 8 and record["trainer"]["epochs_completed"] == 2
+    assert record["cost"]["train_images"] == 4 * 8 and record["resumed_from"].endswith("last.ckpt")
+    assert any(note.startswith("extended:") for note in record["notes"])
+    assert "epochs: 2" in (folder / "config.yaml").read_text()
+    steps = sorted(int(r["step"]) for p in folder.glob("logs/version_*/metrics.csv")
+                   for r in csv.DictReader(p.open()) if r.get("train/lr"))
+    assert steps == list(range(8))  # steps 0-3 in the first session, 4-7 in the second
+    # --resume RUN_DIR of the same output folder does the same
+    assert main([*one[:-1], "trainer.epochs=3", "--resume", str(folder)]) == 0
+    assert _only(tmp_path) == folder and _record(folder)["trainer"]["global_step"] == 12

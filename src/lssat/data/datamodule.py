@@ -334,7 +334,9 @@ class FaceDataModule(L.LightningDataModule):
         if trainer is None or trainer.state.fn != "fit":
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress
-        return {"train": {"epoch": int(trainer.current_epoch), "batches": int(progress.current.completed),
+        # processed, not completed: a checkpoint taken in on_train_batch_end (RunCheckpoints' step
+        # interval, Slurm's requeue) is written before Lightning counts that batch completed
+        return {"train": {"epoch": int(trainer.current_epoch), "batches": int(progress.current.processed),
                           "batch_size": int(self.config.batch_size), "world_size": int(trainer.world_size),
                           "epoch_done": bool(progress.is_last_batch)}}
 

@@ -198,14 +198,20 @@ class RunCheckpoints(ModelCheckpoint):
         self.requeue_signal = signum  # acted on at the next step's end, where the state is whole
 
     def on_train_batch_end(self, trainer: Any, module: LSSATModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if _validation_may_follow(trainer, self.every_validation):
+            return  # the epoch's end or the validation checkpoints this step; one taken before it would skip them
         if self.interval:
             super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)  # Lightning's triggers
-        if self.slurm and self.requeued is None:
-            signalled = self.requeue_signal is not None
-            if trainer.world_size > 1:  # every rank stops at the same step
-                signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
-            if signalled:
-                self._requeue(trainer, module)
+        self._requeue_if_signalled(trainer, module)
+
+    def _requeue_if_signalled(self, trainer: Any, module: LSSATModule) -> None:
+        if not self.slurm or self.requeued is not None:
+            return
+        signalled = self.requeue_signal is not None
+        if trainer.world_size > 1:  # every rank stops at the same step
+            signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
+        if signalled:
+            self._requeue(trainer, module)
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         """ModelCheckpoint's interval trigger: write `last` (no validation, so no `best`)."""
@@ -230,10 +236,13 @@ class RunCheckpoints(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: Any, module: LSSATModule) -> None:
         if not self.every_validation and self.requeued is None:
             self._checkpoint(trainer, module)
+        self._requeue_if_signalled(trainer, module)
 
     def on_validation_end(self, trainer: Any, module: LSSATModule) -> None:
-        if self.every_validation and trainer.state.fn == "fit" and self.requeued is None:
+        if self.every_validation and trainer.state.fn == "fit" and not trainer.sanity_checking \
+                and self.requeued is None:
             self._checkpoint(trainer, module)
+            self._requeue_if_signalled(trainer, module)
 
     def on_train_end(self, trainer: Any, module: LSSATModule) -> None:
         for sig, handler in self._handlers.items():
@@ -292,6 +301,20 @@ class RunCheckpoints(ModelCheckpoint):
         self.best_value = state_dict.get("best_value")
         self.best_epoch = state_dict.get("best_epoch")
         self.best_step = state_dict.get("best_step")
+
+
+def _validation_may_follow(trainer: Any, every_validation: bool) -> bool:
+    """Whether Lightning may validate (or end the epoch) right after this training batch, as its
+    training epoch loop decides (`_should_check_val_fx`): the epoch's last batch, or with validation
+    by steps a multiple of `val_check_interval`."""
+    loop = trainer.fit_loop.epoch_loop
+    if loop.batch_progress.is_last_batch:
+        return True
+    every = trainer.val_check_batch
+    if not every_validation or every is None or every == float("inf"):
+        return False
+    done = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else loop.batch_idx
+    return (done + 1) % int(every) == 0
 
 
 def slurm_job_id() -> str | None:
