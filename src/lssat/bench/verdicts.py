@@ -20,7 +20,7 @@ from lssat.bench import inference as inf
 from lssat.bench.html import Block, Bullets, Heading, Image, Table, Text
 from lssat.bench.results import Results
 from lssat.bench.stats import fmt_p
-from lssat.bench.tables import BASELINE
+from lssat.bench.tables import BASELINE, cell_anchor
 
 SMALL_TEST = 200  # fewer test units than this: "tiny data"
 
@@ -280,7 +280,9 @@ def statistics_blocks(results: Results, v: dict[str, Any], plot_dir: Path, rel: 
                              "judged by": frame.source})
         disp.index = frame.cell
         disp.index.name = "cell"
-        blocks.append(Table("learned", "Each cell against the best constant prediction on its test split", disp, frame))
+        links = pd.DataFrame({"value": ["#" + cell_anchor(c) for c in frame.cell]}, index=disp.index)
+        blocks.append(Table("learned", "Each cell against the best constant prediction on its test split (each "
+                            "value links to the cell's row in the Cells table)", disp, frame, links=links))
     if len(e.family):
         fam = e.family.set_index("test")
         disp = fam.map(_p)
