@@ -260,6 +260,8 @@ class DeepfakeTask(Task):
 
     def update_main(self, metric: Metric, probs: Tensor, target: Tensor, batch: Mapping[str, Any]) -> None:
         size = target.shape[0]
+        if getattr(batch.get("image"), "ndim", 4) == 5:  # clips (B, T, 3, H, W): a video = mean of its clips
+            metric.clips = True
         metric.update(probs, target, _strings(batch, "video_id", size), _strings(batch, "method", size))
 
 

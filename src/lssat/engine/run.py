@@ -162,6 +162,9 @@ def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, An
     from lssat.models.lssat import LSSATModel
 
     m = cfg.model
+    from lssat.models.clip import check_clip_config
+
+    check_clip_config(m.backbone, m.kwargs, cfg.data.clip)
     weights = m.pretrained if isinstance(m.pretrained, str) and m.pretrained != "hub" else None
     return LSSATModel(m.backbone, num_outputs, recipe, m.img_size, pretrained=m.pretrained == "hub",
                       weights=weights, allow_hub=m.pretrained == "hub", backbone_kwargs=backbone_kwargs(cfg),

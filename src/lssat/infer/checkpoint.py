@@ -49,6 +49,7 @@ class ModelSpec:
     crop_size: int = 256  # face crop side before resizing to img_size (as `lssat preprocess`)
     eval_crop_fraction: float = 1.0
     detector: str = "dlib"
+    clip: dict[str, Any] = field(default_factory=dict)  # a clip model's data.clip (frames, stride, eval_clips)
     # what it was trained on (lssat.infer.provenance): dataset, synthetic, run_id, lssat_version
     provenance: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # where it was read from (not saved)
@@ -247,6 +248,7 @@ def spec_from_run_metadata(meta: dict[str, Any], source: str = "") -> ModelSpec:
             head_dropout=float(model.get("head_dropout", 0.0)), norm_mean=norm.get("mean"), norm_std=norm.get("std"),
             threshold=float((cfg.get("task") or {}).get("threshold", 0.5)),
             eval_crop_fraction=float((data.get("augment") or {}).get("eval_crop_fraction", 1.0)),
+            clip=dict(data.get("clip") or {}),
             provenance=provenance_from_run_metadata(meta), source=source)
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{source}: run metadata lacks or mangles {err}") from None

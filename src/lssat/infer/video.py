@@ -178,10 +178,16 @@ def score_video(predictor: Predictor, path: str | Path, faces: str = "auto", fra
     spec = predictor.spec
     pending: list[torch.Tensor] = []
     scores: list[np.ndarray] = []
+    clip_frames = getattr(predictor.model, "num_frames", None)  # a clip model scores clips of the crops
 
     def flush() -> None:
         start = time.perf_counter()
-        scores.append(predictor.scores(torch.stack(pending)))
+        if clip_frames:
+            from lssat.infer.clips import clip_batch
+
+            scores.append(predictor.scores(clip_batch(pending, clip_frames, spec.clip)))
+        else:
+            scores.append(predictor.scores(torch.stack(pending)))
         pending.clear()
         _tick(timer, "model", start)
 
@@ -203,7 +209,7 @@ def score_video(predictor: Predictor, path: str | Path, faces: str = "auto", fra
             pending.append(predictor.to_model_input(crop))
             _tick(timer, "align", align_start)
             result.frame_indices.append(index)
-            if len(pending) >= predictor.batch_size:
+            if len(pending) >= predictor.batch_size and not clip_frames:
                 flush()
             start = time.perf_counter()
         if pending:
@@ -219,6 +225,9 @@ def score_video(predictor: Predictor, path: str | Path, faces: str = "auto", fra
         result.error = f"no face found in any of the {total} frames scored (faces={faces})"
         return result
     result.frame_scores = np.concatenate(scores)
+    if clip_frames:
+        result.notes.append(f"clip model: {len(result.frame_scores)} clips of {clip_frames} face crops scored "
+                            f"(frame_scores holds one row per clip)")
     combined = aggregate_scores(result.frame_scores, aggregate, renormalise=predictor.kind == "expression")
     result.prediction = predictor.make_prediction(combined)
     if result.frames_no_face:

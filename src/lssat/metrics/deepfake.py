@@ -81,6 +81,7 @@ class DeepfakeMetrics(NamedStatesMetric):
     def __init__(self, threshold: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threshold = threshold
+        self.clips = False  # samples are clips (a clip model): frame-level figures are per clip
         self.add_cat_state("scores", torch.float32)
         self.add_cat_state("target", torch.long)
         self.add_cat_state("video", torch.long)
@@ -157,5 +158,8 @@ class DeepfakeMetrics(NamedStatesMetric):
             out[f"auc/{names.get(key, f'method-{key:x}')}"] = roc_auc(scores[chosen], target[chosen])
         if n_fake and not n_real:
             notes.append("no real frames: per-method AUC is undefined (nan)")
+        if self.clips:
+            out["clip_auc"] = out["frame_auc"]
+            notes.append("samples are clips: acc, frame_auc (= clip_auc), eer, ap and n_frames count clips")
         out["notes"] = notes
         return out

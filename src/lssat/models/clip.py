@@ -377,3 +377,21 @@ class ClipModel(LSSATModel):
         size = size or self.img_size
         return torch.full((1, self.num_frames, 3, size, size), 128.0, device=self.rgb_mean.device)
 
+
+
+def check_clip_config(backbone: str, kwargs: Mapping[str, Any], clip_data: Any) -> None:
+    """A run's model and data agree on clips: a clip backbone needs ``data.clip`` with as many frames
+    as ``model.kwargs.clip.frames``; a frame backbone takes no ``data.clip``. ConfigError otherwise."""
+    if not is_clip_backbone(backbone):
+        if clip_data is not None:
+            raise ConfigError(f"data.clip is set but model.backbone {backbone!r} is a frame model; use a clip "
+                              f"backbone (clip_{backbone}) or remove data.clip")
+        if "clip" in kwargs:
+            raise ConfigError(f"model.kwargs.clip applies to clip backbones (clip_...), not {backbone!r}")
+        return
+    options = ClipOptions.from_value(kwargs.get("clip"))
+    if clip_data is None:
+        raise ConfigError(f"model.backbone {backbone!r} takes clips: set data.clip (frames: {options.frames})")
+    if clip_data.frames != options.frames:
+        raise ConfigError(f"data.clip.frames ({clip_data.frames}) differs from model.kwargs.clip.frames "
+                          f"({options.frames}): the model takes clips of its own length")
