@@ -38,17 +38,23 @@ def browser():
     driver_path = shutil.which("chromedriver")
     if binary is None or driver_path is None:
         _unavailable(HOW)
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or a driver
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,900", "--allow-file-access-from-files"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    offline = os.environ.get("SE_OFFLINE")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or a driver
     try:
         driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     except Exception as err:  # a browser that does not start is the same as none, said with its error
         _unavailable(f"{HOW} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+    finally:
+        if offline is None:
+            os.environ.pop("SE_OFFLINE", None)
+        else:
+            os.environ["SE_OFFLINE"] = offline
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
@@ -73,9 +79,9 @@ def report(tmp_path_factory) -> Path:
 
 
 def _open(browser, report: Path, width: int) -> None:
+    browser.get_log("browser")  # an empty console before the page loads
     browser.set_window_size(width, 900)
     browser.get(report.as_uri())
-    browser.get_log("browser")  # start each check with an empty console
 
 
 def test_report_in_chromium(browser, report):

@@ -27,7 +27,7 @@ from lssat.bench.html import Block, Heading, Image, Table, Text, anchor_id, fmt_
 from lssat.bench.results import Results
 from lssat.bench.stats import fmt_mean_std, mean_std
 from lssat.bench.store import ResultsStore
-from lssat.bench.tables import cell_anchor, group_anchor, main_slice
+from lssat.bench.tables import cell_anchor, choose_recipes, group_anchor, main_slice
 
 EMPTY = "–"
 
@@ -146,30 +146,28 @@ def _scaled(value: Any, scale: float) -> float:
     return float(value) * scale
 
 
-def _names(results: Results, task: str, prefix: str) -> list[str]:
+def _names(results: Results, entries: dict[str, dict[str, Any]], task: str, prefix: str) -> list[str]:
     """Class or attribute names of a task in the records' order (`record.task.names`), else the
     metric columns' order."""
     frame = main_slice(results)
     here = frame[frame.task == task].dropna(axis=1, how="all")
     present = [c[len(f"test/{prefix}/"):] for c in here.columns if c.startswith(f"test/{prefix}/")]
-    names = _record_names(results).get(task) or []
+    names = _record_names(entries).get(task) or []
     return [n for n in names if n in present] + [n for n in present if n not in names]
 
 
-def _entries(results: Results) -> dict[str, dict[str, Any]]:
-    cached = getattr(results, "_drilldown_entries", None)
-    if cached is None:
-        try:
-            cached = ResultsStore(results.bench_dir).load()
-        except Exception:  # the report must not fail over the detail sections
-            cached = {}
-        results._drilldown_entries = cached  # type: ignore[attr-defined]
-    return cached
+def _load_entries(results: Results) -> dict[str, dict[str, Any]]:
+    """The store's entries by cell id (for what the results frame does not hold: confusion matrices,
+    class names); empty when the store cannot be read, so the detail section never fails the report."""
+    try:
+        return ResultsStore(results.bench_dir).load()
+    except Exception:
+        return {}
 
 
-def _record_names(results: Results) -> dict[str, list[str]]:
+def _record_names(entries: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for entry in _entries(results).values():
+    for entry in entries.values():
         task = (entry.get("axes") or {}).get("task")
         names = ((entry.get("record") or {}).get("task") or {}).get("names")
         if task and isinstance(names, list) and task not in out:
@@ -204,18 +202,18 @@ def _by_recipe(results: Results, task: str, columns: list[tuple[str, str]]) -> t
     return disp, pd.DataFrame(rows), pd.DataFrame(links)
 
 
-def _deepfake(results: Results, task: str) -> list[Block]:
+def _deepfake(results: Results, entries: dict[str, dict[str, Any]], task: str) -> list[Block]:
     frame = main_slice(results)
     here = frame[frame.task == task].dropna(axis=1, how="all")
     methods = sorted(c[len("test/auc/"):] for c in here.columns if c.startswith("test/auc/"))
     columns = [(m, t) for m, t in (("video_auc", "video AUC"), ("frame_auc", "frame AUC"), ("acc", "accuracy"),
-                                   ("eer", "EER ↓"), ("ap", "AP")) if f"test/{m}" in here]
+                                   ("eer", "EER"), ("ap", "AP")) if f"test/{m}" in here]
     columns += [(f"auc/{m}", f"AUC {m}") for m in methods]
     if not columns:
         return []
     disp, numeric, links = _by_recipe(results, task, columns)
     note = ("Per-method AUC: that method's fake frames against all real frames of the test split. EER: equal "
-            "error rate, lower is better (↓); AP: average precision.")
+            "error rate, lower is better; AP: average precision.")
     if (disp == EMPTY).any().any():
         note += (" –: undefined on these cells' test split (an AUC, EER or AP needs both real and fake frames; "
                  "a video AUC needs video ids and videos of both classes).")
@@ -223,9 +221,9 @@ def _deepfake(results: Results, task: str) -> list[Block]:
                   "std over seeds", disp, numeric, links=links, note=note)]
 
 
-def _expression(results: Results, task: str) -> list[Block]:
+def _expression(results: Results, entries: dict[str, dict[str, Any]], task: str) -> list[Block]:
     blocks: list[Block] = []
-    names = _names(results, task, "recall")
+    names = _names(results, entries, task, "recall")
     if names:
         disp, numeric, links = _by_recipe(results, task, [(f"recall/{n}", n) for n in names])
         note = "Recall of a class: the share of its test faces predicted as that class."
@@ -233,19 +231,16 @@ def _expression(results: Results, task: str) -> list[Block]:
             note += " –: the class is absent from the test split, so its recall is undefined."
         blocks.append(Table(f"recall_{anchor_id(task)}", f"{task}: test recall per class, per backbone and recipe, "
                             "mean ± std over seeds", disp, numeric, links=links, note=note))
-    blocks += _confusions(results, task, names)
+    blocks += _confusions(results, entries, task, names)
     return blocks
 
 
-def _confusions(results: Results, task: str, names: list[str]) -> list[Block]:
+def _confusions(results: Results, entries: dict[str, dict[str, Any]], task: str, names: list[str]) -> list[Block]:
     """One confusion matrix per backbone, of the recipe the main table shows for it, summed over its
     seeds (test split)."""
-    from lssat.bench.tables import choose_recipes
-
-    entries = _entries(results)
     frame = main_slice(results)
     chosen = choose_recipes(results)
-    record_names = _record_names(results).get(task) or names
+    record_names = _record_names(entries).get(task) or names
     blocks: list[Block] = []
     for backbone in results.backbones:
         recipe = chosen.get((backbone, task))
@@ -273,8 +268,8 @@ def _confusions(results: Results, task: str, names: list[str]) -> list[Block]:
     return blocks
 
 
-def _attributes(results: Results, task: str) -> list[Block]:
-    names = _names(results, task, "acc")
+def _attributes(results: Results, entries: dict[str, dict[str, Any]], task: str) -> list[Block]:
+    names = _names(results, entries, task, "acc")
     if not names:
         return []
     disp, numeric, links = _by_recipe(results, task, [(f"acc/{n}", n) for n in names])
@@ -289,10 +284,11 @@ def detail_blocks(results: Results) -> list[Block]:
     """'Per-task detail': per-method deepfake metrics, expression recall and confusion matrices,
     per-attribute accuracy."""
     blocks: list[Block] = []
+    entries = _load_entries(results)
     for task in results.tasks:
         kind = results.task_kind(task)
         made = {"deepfake": _deepfake, "expression": _expression, "attributes": _attributes}.get(kind, lambda *_: [])(
-            results, task)
+            results, entries, task)
         if made:
             blocks += [Heading(task if task == kind else f"{task} ({kind})", 3)] + made
     if not blocks:
