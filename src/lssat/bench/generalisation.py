@@ -89,26 +89,28 @@ def applies(results: Results) -> bool:
 def _weighted(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """AUC, EER and AP of one score vector under many resample weights (R, n), vectorised.
 
-    Scores are sorted once (descending); ties are broken by order (their share is negligible for
-    continuous scores). AP is scikit-learn's step-wise definition; EER interpolates FNR = FPR
-    linearly on the ROC curve, as `lssat.metrics.deepfake.equal_error_rate`."""
+    The ROC curve's points are the distinct scores (tied scores move together, and a tie between a
+    fake and a real counts half in the AUC), as in `lssat.metrics.deepfake`: AP is scikit-learn's
+    step-wise definition, EER interpolates FNR = FPR linearly on the ROC curve."""
     order = np.argsort(-scores, kind="stable")
-    y = labels[order].astype(bool)
+    s, y = scores[order], labels[order].astype(bool)
     w = weights[:, order].astype(np.float64)
-    tp = np.cumsum(w * y, axis=1)
-    fp = np.cumsum(w * ~y, axis=1)
-    pos, neg = tp[:, -1:], fp[:, -1:]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # one group per distinct score
+    pos_g = np.add.reduceat(w * y, starts, axis=1)
+    neg_g = np.add.reduceat(w * ~y, starts, axis=1)
+    tp, fp = np.cumsum(pos_g, axis=1), np.cumsum(neg_g, axis=1)
+    pos, neg = tp[:, -1], fp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((w * ~y) * (tp - w * y)).sum(axis=1) / (pos[:, 0] * neg[:, 0])
-        ap = ((w * y) * tp / np.maximum(tp + fp, 1e-12)).sum(axis=1) / pos[:, 0]
-        fpr = np.concatenate([np.zeros((len(w), 1)), fp / neg], axis=1)
-        fnr = np.concatenate([np.ones((len(w), 1)), 1 - tp / pos], axis=1)
+        auc = (neg_g * (tp - pos_g + 0.5 * pos_g)).sum(axis=1) / (pos * neg)
+        ap = (pos_g * tp / np.maximum(tp + fp, 1e-12)).sum(axis=1) / pos
+        fpr = np.concatenate([np.zeros((len(w), 1)), fp / neg[:, None]], axis=1)
+        fnr = np.concatenate([np.ones((len(w), 1)), 1 - tp / pos[:, None]], axis=1)
     gap = fnr - fpr
-    k = np.argmax(gap <= 0, axis=1)
-    k = np.maximum(k, 1)
+    k = np.maximum(np.argmax(gap <= 0, axis=1), 1)
     rows = np.arange(len(w))
     g0, g1 = gap[rows, k - 1], gap[rows, k]
-    share = np.where(g0 == g1, 0.0, g0 / np.where(g0 == g1, 1.0, g0 - g1))
+    same = g0 == g1
+    share = np.where(same, 0.0, g0 / np.where(same, 1.0, g0 - g1))
     eer = fpr[rows, k - 1] + share * (fpr[rows, k] - fpr[rows, k - 1])
     return {"auc": auc, "ap": ap, "eer": eer}
 
