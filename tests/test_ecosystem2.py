@@ -262,3 +262,40 @@ def test_resume_extends_a_run_in_its_own_folder(tmp_path: Path) -> None:
     # --resume RUN_DIR of the same output folder does the same
     assert main([*one[:-1], "trainer.epochs=3", "--resume", str(folder)]) == 0
     assert _only(tmp_path) == folder and _record(folder)["trainer"]["global_step"] == 12
+
+
+# ---------------------------------------------------------------------------------- loggers
+def test_logger_by_class_path_gets_hyperparameters_and_the_summary_counts_flops(run_folder: Path,
+                                                                                tmp_path: Path) -> None:
+    import yaml
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    from lssat.engine.module import LSSATModule
+
+    loggers = "trainer.loggers=[csv, {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {name: extra}}]"
+    assert main(["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, "trainer.max_steps=1", loggers]) == 0
+    folder = _only(tmp_path)
+    assert not (folder / "tensorboard").exists()  # not asked for
+    (hparams,) = folder.glob("extra/version_0/hparams.yaml")  # save_dir defaults to the run folder
+    assert yaml.safe_load(hparams.read_text())["metadata"]["run_id"] == folder.name
+    assert list(folder.glob("extra/version_0/metrics.csv")) and list(folder.glob("logs/version_0/metrics.csv"))
+    module = LSSATModule.load_from_checkpoint(run_folder / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert module.example_input_array.shape == (1, 3, module.model.img_size, module.model.img_size)
+    assert ModelSummary(module).total_flops > 0  # Lightning's "Total Flops" (0 without an example input)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("[nope]", "trainer.loggers[0]: expected csv, tensorboard, or {class_path: a.Logger, init_args: {...}}, "
+               "got 'nope'"),
+    ("[{class_path: lightning.pytorch.loggers.NoSuchLogger}]",
+     "trainer.loggers[0]: no class 'lightning.pytorch.loggers.NoSuchLogger'"),
+    ("[csv, {class_path: lssat.config.RunConfig}]", "trainer.loggers[1]: lssat.config.RunConfig is not a Lightning logger"),
+    ("[{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {colour: red}}]",
+     "trainer.loggers[0]: lightning.pytorch.loggers.CSVLogger: TypeError: CSVLogger.__init__() got an unexpected "
+     "keyword argument 'colour'"),
+    ("[{class_path: no_such_package.Logger}]", "trainer.loggers[0]: no_such_package.Logger: module no_such_package "
+                                               "is not installed"),
+])
+def test_bad_logger_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, value: str, expected: str) -> None:
+    assert main(["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, f"trainer.loggers={value}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"lssat train: error: {expected}"]

@@ -19,6 +19,8 @@
   task's resolved options and the batch size, all plain data, so
   ``LSSATModule.load_from_checkpoint("run/checkpoints/last.ckpt")`` rebuilds model, task and trainer
   config with no other argument (and loads with ``weights_only=True``).
+- ``example_input_array``: one (1, 3, S, S) uint8 image, so Lightning's model summary counts the
+  inference pass's FLOPs (``Total Flops``) instead of printing 0.
 - Checkpoints carry ``checkpoint["lssat"]`` (plain metadata: config, task, recipe) and, per rank,
   every random state a step draws from (Python, NumPy, torch CPU/CUDA, the masking generator:
   `rng_states`), so a resumed run draws the same masks and dropout as an uninterrupted one (the
@@ -95,6 +97,9 @@ class LSSATModule(L.LightningModule):
         self._rows: dict[str, list[dict[str, Any]]] = {"test": []}
         self.result_epoch: dict[str, int] = {}
         self.mask_generator = torch.Generator()
+        size = int(getattr(model, "img_size", 0) or 0)
+        if size:  # what Lightning's ModelSummary runs to count FLOPs (and layer sizes): one raw image
+            self.example_input_array = torch.zeros(1, 3, size, size, dtype=torch.uint8)
         self.train_images = 0
         self.step_time = 0.0
         self.loop_time = 0.0

@@ -260,8 +260,7 @@ def make_loggers(specs: list[Any], folder: Path) -> list[Any]:
         try:
             cls = getattr(importlib.import_module(module_name), name)
         except ModuleNotFoundError as err:
-            raise MissingDependencyError(f"{key}: {spec['class_path']} needs {err.name}, which is not installed "
-                                         f"(pip install {str(err.name).split('.')[0]})") from None
+            raise MissingDependencyError(f"{key}: {spec['class_path']}: module {err.name} is not installed") from None
         except (ImportError, AttributeError, ValueError):
             raise ConfigError(f"{key}: no class {spec['class_path']!r}") from None
         if not (isinstance(cls, type) and issubclass(cls, Logger)):
