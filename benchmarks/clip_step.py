@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -79,6 +80,7 @@ def step(model, task, opt, batch, device, generator) -> None:
 
 def main() -> int:
     args = parse()
+    os.environ.setdefault("LSSAT_TEXTURE_COMPILE_AFTER", "1e18")  # eager texture kernels (step.py's default)
     import torch
 
     if args.threads:

@@ -67,10 +67,13 @@ class ClipConfig:
         return asdict(self)
 
 
-def videos_of(records: Sequence[Record]) -> list[list[int]]:
-    """Record positions per video (first appearance order), each ordered by frame index."""
+def videos_of(records: Sequence[Record], positions: Sequence[int] | None = None) -> list[list[int]]:
+    """Record positions per video (first appearance order), each ordered by frame index; only the
+    records at `positions` when given."""
     groups: dict[Any, list[int]] = {}
-    for position, record in enumerate(records):
+    chosen = range(len(records)) if positions is None else sorted(int(p) for p in positions)
+    for position in chosen:
+        record = records[position]
         key = record.video_id or ("", position)
         groups.setdefault(key, []).append(position)
     frame = [(-1 if r.frame is None else int(r.frame)) for r in records]
@@ -144,15 +147,16 @@ class ClipDataset(Dataset):
     """Clips of one split. Keys: (video, seed) in training (random start), (video, start) otherwise.
 
     `cache`: keep decoded frames in memory (small images: the synthetic faces are rendered once).
+    `positions`: the records to use (the training subset of `data.train_fraction`); default all.
     """
 
     def __init__(self, frames: Any, cfg: ClipConfig, transform: Callable[[torch.Tensor], torch.Tensor] | None,
-                 train: bool, cache: bool = False) -> None:
+                 train: bool, cache: bool = False, positions: Sequence[int] | None = None) -> None:
         self.frames = frames  # the split's FaceDataset (records, image source, item(), skip flags)
         self.cfg = cfg
         self.transform = transform
         self.train = train
-        self.videos = videos_of(frames.records)
+        self.videos = videos_of(frames.records, positions)
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
 
     def __len__(self) -> int:

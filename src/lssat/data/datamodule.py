@@ -119,9 +119,14 @@ class FaceDataModule(L.LightningDataModule):
         if cfg.clip is not None:  # clip batches (lssat.data.clips); frames cached instead of in_memory
             from lssat.data.clips import ClipCollate, ClipDataset
 
+            for key in ("balance", "frames_per_video"):
+                if getattr(cfg, key):
+                    raise ConfigError(f"data.{key} does not apply to clips (data.clip: one clip per video per epoch)")
             cache = cfg.in_memory is True or (cfg.in_memory == "auto" and cfg.image_size <= 128)
             self._clips = {split: ClipDataset(self._datasets[split], cfg.clip, self._datasets[split].transform,
-                                              split == "train", cache) for split in SPLITS}
+                                              split == "train", cache,
+                                              self._train_positions if split == "train" else None)
+                           for split in SPLITS}
             self._collate = ClipCollate(cfg.clip.frames, cfg.image_size, n_attr, keys)
             return
         render_size = (cfg.synthetic.size or cfg.image_size) if cfg.synthetic is not None else None
