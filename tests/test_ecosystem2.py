@@ -299,3 +299,49 @@ def test_logger_by_class_path_gets_hyperparameters_and_the_summary_counts_flops(
 def test_bad_logger_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, value: str, expected: str) -> None:
     assert main(["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, f"trainer.loggers={value}"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"lssat train: error: {expected}"]
+
+
+# ---------------------------------------------------------------------------------- command line
+def _subparser(name: str):
+    import argparse
+
+    from lssat.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def test_one_meaning_per_flag_with_the_old_spellings_still_accepted() -> None:
+    train, pre, show, predict = (_subparser(n) for n in ("train", "preprocess", "show", "predict"))
+    base = ["-c", "smoke"]
+    assert train.parse_args([*base, "-o", "r"]).output_dir == train.parse_args([*base, "--output", "r"]).output_dir \
+        == train.parse_args([*base, "--output-dir", "r"]).output_dir == "r"
+    assert pre.parse_args(["src", "--out", "o"]).out == pre.parse_args(["src", "--output", "o"]).out == "o"
+    assert pre.parse_args(["src", "-o", "o", "--format", "jpg"]).image_format == "jpg"
+    assert pre.parse_args(["src", "-o", "o", "--image-format", "jpg"]).image_format == "jpg"
+    assert "--format" not in pre.format_help() and "--output-dir" not in train.format_help()
+    for parser in (_subparser(n) for n in ("train", "preprocess", "export", "predict", "show", "eval", "bench")):
+        long = [a.option_strings for a in parser._actions if "-o" in a.option_strings]
+        assert long and long[0] == ["-o", "--output"], (parser.prog, long)
+    assert show.get_default("device") == predict.get_default("device") == "auto"
+
+
+def test_progress_is_whole_lines_when_stderr_is_not_a_terminal(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    import io
+
+    from lssat.progress import LineTqdm, progress_bar
+
+    log = io.StringIO()
+    bar = progress_bar(range(5), desc="files", file=log, mininterval=0)
+    assert isinstance(bar, LineTqdm)
+    assert list(bar) == [0, 1, 2, 3, 4]
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and lines[0].startswith("files:  20%") and lines[-1].startswith("files: 100%")
+    # training with trainer.progress on and stderr a file (captured): a line per epoch and validation
+    assert main(["train", "-c", "smoke", "-o", str(tmp_path), "trainer.max_steps=4", "trainer.progress=true"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err, err[-500:]
+    assert any(line.startswith("epoch 0 done in ") and "train/loss=" in line for line in err.splitlines()), err[-2000:]
+    assert any(line.startswith("validation at step 4: val/acc=") for line in err.splitlines()), err[-2000:]

@@ -185,7 +185,7 @@ def run_benchmark(spec: BenchSpec, bench_dir: Path | str, *, launcher: str = "lo
 def _run_locked(spec: BenchSpec, bench_dir: Path, cells: list[Cell], *, launcher: str,
                 train_fn: launchers.TrainFn | None, retry_failed: bool, slurm_options: Mapping[str, Any] | None,
                 wait: bool, write_report: bool, progress: bool, jobs: int | str | None) -> BenchResult:
-    from tqdm import tqdm
+    from lssat.progress import progress_bar as tqdm  # whole lines every 30 s when stderr is a log file
 
     atomic_write_text(bench_dir / SPEC_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     store = ResultsStore(bench_dir)

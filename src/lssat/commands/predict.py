@@ -58,7 +58,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
+    from lssat.progress import progress_bar as tqdm  # whole lines every 30 s when stderr is a log file
 
     from lssat.errors import InputError
     from lssat.infer.predictor import expand_inputs, load

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("preprocess", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="INDEX_OR_ROOT", help="an index of video records, or a folder of videos")
-    p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder (crops, index.jsonl, report.json)")
+    p.add_argument("-o", "--output", dest="out", required=True, metavar="OUT",
+                   help="output folder (crops, index.jsonl, report.json); --out is the old spelling")
     p.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced (0 = every frame; default 32)")
     p.add_argument("--margin", type=float, default=1.3,
                    help="crop side as a multiple of the aligned face square (default 1.3)")
@@ -42,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--detect-max-side", type=int, default=640,
                    help="dlib: shrink larger frames to this longer side for detection only (0 = never; default 640)")
     p.add_argument("--max-faces", type=int, default=1, help="faces kept per frame, largest first (default 1)")
-    p.add_argument("--format", dest="image_format", default="png", choices=("png", "jpg"),
+    p.add_argument("--image-format", dest="image_format", default="png", choices=("png", "jpg"),
                    help="crop image format (default png, lossless; jpg is quality 95, 4:4:4)")
+    # the old spelling; --format means an output format in predict and export
+    p.add_argument("--format", dest="image_format", choices=("png", "jpg"), help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help="processes working on videos in parallel (default 1)")
     p.add_argument("--data-root", default=None, help="index input: where its record paths are relative to "
                                                       "(overrides the index's root)")

@@ -27,7 +27,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="class or attribute whose logit the gradient saliency explains "
                         "(default: the predicted class / most likely attribute)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn mask (default 0)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda:0, ...")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no warning on stderr when a model trained on the synthetic faces is shown "
                         "another image")

@@ -21,7 +21,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="continue from the run folder's last checkpoint, or from CHECKPOINT "
                         "(a last.ckpt or a run folder)")
-    parser.add_argument("-o", "--output-dir", default=None, help="where run folders go (config output_dir)")
+    parser.add_argument("-o", "--output", dest="output_dir", default=None,
+                        help="the folder run folders go in (config output_dir)")
+    parser.add_argument("--output-dir", dest="output_dir", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--wait", action="store_true",
                         help="if another process is training this run (its folder is locked), wait for it "
                         "instead of exiting with status 2")

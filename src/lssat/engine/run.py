@@ -208,6 +208,11 @@ def build_trainer(cfg: RunConfig, folder: Path | None, callbacks: list[Any], *, 
             plugins.append(SLURMEnvironment(auto_requeue=False))
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if t.progress:
+        from lssat.progress import LineProgressBar, is_terminal
+
+        if not is_terminal():  # a log file (sbatch, nohup): whole lines every 30 s, not tqdm's redraws
+            callbacks = [*callbacks, LineProgressBar()]
     try:
         return L.Trainer(
             accelerator=t.accelerator, devices=1 if evaluate else t.devices,

@@ -304,7 +304,7 @@ def run_preprocess(jobs: Sequence[VideoJob], header: IndexHeader, out: str | os.
     `header` is the input's header; the output index keeps its dataset, task and vocabulary.
     The detector is built before any work, so a missing optional extra fails at once.
     """
-    from tqdm import tqdm
+    from lssat.progress import progress_bar as tqdm  # whole lines every 30 s when stderr is a log file
 
     settings.validate()
     if workers < 1:
