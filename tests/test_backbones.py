@@ -187,3 +187,15 @@ def test_hierarchical_grid_is_the_final_stride():
     assert (bb.patch_size, bb.grid_size, bb.mask_factor) == (32, (2, 2), 8)
     with pytest.raises(ConfigError, match="multiple"):
         create_backbone("convnext_atto", 48, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+
+
+@pytest.mark.parametrize("key", [k for k in sorted(TINY) if EXPECTED[k][0] == "token"])
+def test_stacked_unmasked_and_masked_pass_equals_the_two_passes(key):
+    # the SSAT step runs a mask-token encoder's two passes as one stacked batch: same features
+    bb = _make(key).eval()
+    pm = random_masking(3, bb.num_patches, 0.75, generator=torch.Generator().manual_seed(3))
+    tokens = bb.embed(torch.randn(3, 3, 64, 64))
+    with torch.no_grad():
+        full, masked = bb.encode_unmasked_and_masked(tokens, pm.mask)
+        torch.testing.assert_close(full, bb.encode(tokens), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(masked, bb.encode(tokens, mask=pm.mask), rtol=1e-5, atol=1e-5)

@@ -315,15 +315,23 @@ class LSSATModel(nn.Module):
             shuffled, labels = shuffle_tiles(raw, r.puzzle.grid, generator)
             if r.puzzle.task_on_shuffled:
                 cls_raw, cls_cache = shuffled, {}
-        feats = self.encode_unmasked(r.classify_input, cls_raw, cls_cache)
+        # a mask-token encoder sees the same input twice: run both passes as one stacked batch
+        stacked = self.mae is not None and bb.masking == "token" and r.mask_input == r.classify_input and cls_raw is raw
+        if stacked:
+            x, stem = self.image_input(r.mask_input, raw, cache)
+            pm = self.draw_mask(raw.shape[0], generator, raw.device)
+            feats, enc = bb.encode_unmasked_and_masked(bb.embed(x, stem), pm.mask)
+        else:
+            feats = self.encode_unmasked(r.classify_input, cls_raw, cls_cache)
         pooled = bb.pool(feats)
         head_in = pooled
 
         if self.mae is not None:
-            x, stem = self.image_input(r.mask_input, raw, cache)
-            pm = self.draw_mask(raw.shape[0], generator, raw.device)
-            tokens = bb.embed(x, stem)
-            enc = bb.encode(tokens, keep=pm.keep) if bb.masking == "drop" else bb.encode(tokens, mask=pm.mask)
+            if not stacked:
+                x, stem = self.image_input(r.mask_input, raw, cache)
+                pm = self.draw_mask(raw.shape[0], generator, raw.device)
+                tokens = bb.embed(x, stem)
+                enc = bb.encode(tokens, keep=pm.keep) if bb.masking == "drop" else bb.encode(tokens, mask=pm.mask)
             preds = self.mae.predict(bb, enc, pm)
             out.update(self.mae.losses(preds, self.reconstruction_targets(raw, cache), pm.mask))
             out["mask"] = pm.mask
