@@ -7,8 +7,9 @@ frame model, then *inflated* as VideoMAE inflates an image ViT:
 - the patch embedding becomes a `Conv3d` over tubelets of ``tubelet`` frames x p x p; its kernel is
   the image kernel repeated over time and divided by ``tubelet`` (a static clip embeds as its frame);
 - the learned position embedding of the patches is repeated over the ``frames / tubelet`` tubelet
-  steps (space-time positions; the CLS position is kept), or, with ``pos_embed: sincos``, replaced by
-  VideoMAE's fixed 1-D sinusoid table over the space-time tokens;
+  steps (space-time positions; the CLS position is kept), or, with ``pos_embed: sincos`` or a fixed
+  image table (``model.init: mae``), replaced by VideoMAE's fixed 1-D sinusoid table over the
+  space-time tokens;
 - CLS token, timm transformer blocks, final norm and pooling are the image model's own.
 
 So with ``frames: 1, tubelet: 1`` the clip model computes exactly the image model's features.
@@ -165,10 +166,11 @@ class ClipVitAdapter(VitAdapter):
             old = model.pos_embed.data
             prefix = 0 if model.no_embed_class else self.num_prefix_tokens
             cls_pos, patch_pos = old[:, :prefix], old[:, prefix:]
-            if options.pos_embed == "learned":
+            # init "mae" fixes a 2-D sin-cos table, which repeated over time would carry no time:
+            # a fixed table then becomes VideoMAE's fixed space-time table, as with pos_embed sincos
+            if options.pos_embed == "learned" and model.pos_embed.requires_grad:
                 patch_pos = patch_pos.repeat(1, steps, 1)
-                trained = model.pos_embed.requires_grad  # init "mae" fixes a sin-cos table: it stays fixed
-                model.pos_embed = nn.Parameter(torch.cat([cls_pos, patch_pos], dim=1), requires_grad=trained)
+                model.pos_embed = nn.Parameter(torch.cat([cls_pos, patch_pos], dim=1))
             else:
                 table = sinusoid_table(steps * self.spatial_grid[0] * self.spatial_grid[1], old.shape[-1])
                 del model.pos_embed
