@@ -1,4 +1,5 @@
-"""The quick benchmark preset end to end through the real training engine, killed part-way and resumed."""
+"""The quick benchmark preset end to end through the real training engine, killed part-way and resumed;
+its report is then checked in headless Chromium where one is installed (tests/test_report_browser.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from lssat.bench.store import ResultsStore
 from lssat.cli import main
+from test_report_browser import browser_available, check_narrow, check_report, start_browser
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +67,10 @@ def test_quick_preset_killed_and_resumed(tmp_path, capsys):
     assert set(fair.recipe) == {"supervised", "lssat-ldp"}
     html = (bench / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
+    if browser_available():  # the quick benchmark's report in headless Chromium (tests/test_report_browser.py)
+        driver = start_browser()
+        try:
+            check_report(driver, bench / "report.html")
+            check_narrow(driver, bench / "report.html")
+        finally:
+            driver.quit()

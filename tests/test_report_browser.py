@@ -5,7 +5,8 @@ quick benchmark's: ``lssat bench quick -o /tmp/q && LSSAT_BROWSER_REPORT=/tmp/q/
 tests/test_report_browser.py``) and checks that every image loads, every link resolves (an anchor of the
 page or an existing file), a table sorts on a click, the page logs no console error, and at 700 px the
 page itself never scrolls sideways. Skipped, with how to get a browser, where none is installed; .ci/run
-installs one and sets LSSAT_REQUIRE_BROWSER=1, which turns the skip into a failure.
+installs one and sets LSSAT_REQUIRE_BROWSER=1, which turns the skip into a failure. tests/test_bench_e2e.py
+runs the same checks (`check_report`, `check_narrow`) on the report of the quick benchmark it trains.
 """
 
 from __future__ import annotations
@@ -27,8 +28,18 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def browser():
+def browser_available() -> bool:
+    """Whether Selenium, Chromium and its driver are installed (or LSSAT_REQUIRE_BROWSER demands them)."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return bool(os.environ.get("LSSAT_REQUIRE_BROWSER"))
+    found = any(map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))) and shutil.which("chromedriver")
+    return bool(found or os.environ.get("LSSAT_REQUIRE_BROWSER"))
+
+
+def start_browser():
+    """A headless Chromium driven by Selenium; skips (fails under LSSAT_REQUIRE_BROWSER) without one."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -56,6 +67,12 @@ def browser():
         else:
             os.environ["SE_OFFLINE"] = offline
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_browser()
     yield driver
     driver.quit()
 
@@ -85,6 +102,16 @@ def _open(browser, report: Path, width: int) -> None:
 
 
 def test_report_in_chromium(browser, report):
+    check_report(browser, report)
+
+
+def test_report_fits_700_px(browser, report):
+    check_narrow(browser, report)
+
+
+def check_report(browser, report: Path) -> None:
+    """Images load, links resolve, a main-table number leads to its cell row, the cells table sorts,
+    no console error (at 1280 px)."""
     _open(browser, report, 1280)
     images = browser.execute_script(
         "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0]);")
@@ -129,7 +156,8 @@ def test_report_in_chromium(browser, report):
     assert not errors, errors
 
 
-def test_report_fits_700_px(browser, report):
+def check_narrow(browser, report: Path) -> None:
+    """At 700 px the page does not scroll sideways: wide tables scroll in their own box."""
     _open(browser, report, 700)
     page = browser.execute_script("return [document.documentElement.scrollWidth, "
                                   "document.documentElement.clientWidth];")
