@@ -95,6 +95,8 @@ def bench_transforms(paths: list[Path], size: int) -> dict[str, float]:
         "train transforms (default: crop, flip, jitter)": AugmentConfig(),
         "train transforms (+ RandAugment m9, erasing 0.25)": AugmentConfig(randaugment_magnitude=9,
                                                                            random_erasing=0.25),
+        "train transforms (paper: timm rand-m9-mstd0.5-inc1, pixel erasing 0.25)": AugmentConfig(
+            aa="rand-m9-mstd0.5-inc1", reprob=0.25, color_jitter=0.0),
     }
     out = {}
     for name, aug in settings.items():

@@ -100,3 +100,80 @@ def test_hmtl_puzzle_loss_sums_tile_cross_entropies_by_hand():
     torch.testing.assert_close(aux.losses(pooled, labels)["puzzle_loss"], expected / 9)
     model = LSSATModel("vit_tiny_patch16_224", 3, r, 32, backbone_kwargs={**VIT, "embed_dim": 48})
     assert model.head.drop.p == 0.3 and model.puzzle.drop.p == 0.2 and model.puzzle.tiles == 9
+
+
+def _paper_augment():
+    from lssat.config import load_config
+
+    return load_config(["synthetic-deepfake", "trainer/paper"]).data.augment
+
+
+def test_paper_augmentation_is_timms_create_transform():
+    import random
+
+    from PIL import Image
+    from timm.data import create_transform
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
+    from torchvision.transforms import v2
+
+    from lssat.data.transforms import TimmPhotometric, train_transform
+
+    aug = _paper_augment()
+    assert (aug.aa, aug.reprob, aug.remode, aug.recount, aug.eval_crop_fraction) == (
+        "rand-m9-mstd0.5-inc1", 0.25, "pixel", 1, 0.875)
+    size = 32
+    ops = train_transform(size, aug).transforms
+    assert not any(isinstance(op, v2.ColorJitter) for op in ops)  # timm: no jitter beside auto-augment
+    ours = next(op for op in ops if isinstance(op, TimmPhotometric))
+    _, secondary, final = create_transform(size, is_training=True, auto_augment=aug.aa, color_jitter=0.4,
+                                           re_prob=aug.reprob, re_mode=aug.remode, re_count=aug.recount,
+                                           interpolation="bicubic", separate=True)
+    (ra,), (theirs_ra,) = ours.augment, secondary.transforms
+    assert isinstance(ra, RandAugment) and ra.num_layers == theirs_ra.num_layers == 2
+    assert [(o.name, o.magnitude, o.magnitude_std, o.prob, o.hparams) for o in ra.ops] == \
+        [(o.name, o.magnitude, o.magnitude_std, o.prob, o.hparams) for o in theirs_ra.ops]
+    assert ra.ops[0].magnitude == 9 and ra.ops[0].magnitude_std == 0.5 and "RotateIncreasing" not in \
+        [o.name for o in ra.ops] and "SolarizeIncreasing" in [o.name for o in ra.ops]  # inc1: increasing ops
+    erase = final.transforms[-1]
+    assert isinstance(ours.erase, RandomErasing) and isinstance(erase, RandomErasing)
+    assert {k: v for k, v in vars(ours.erase).items()} == {k: v for k, v in vars(erase).items()}
+    poster = next(o for o in ra.ops if o.name == "PosterizeIncreasing")  # m9 + noise reaches 0 bits,
+    black = poster.aug_fn(Image.new("RGB", (4, 4), (200, 90, 30)), 0)  # which Pillow 13 refuses
+    assert np.asarray(black).max() == 0
+    # a fixed seed: the same ops, magnitudes and pixels as timm's own transform on a PIL image
+    g = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
+    no_erase = TimmPhotometric(size, type(aug)(aa=aug.aa))
+    for seed in range(4):
+        torch.manual_seed(seed)
+        got = no_erase(image)
+        torch.manual_seed(seed)
+        inner = int(torch.randint(0, 2**31 - 1, ()))
+        random.seed(inner)
+        np.random.seed(inner)
+        want = np.asarray(secondary(Image.fromarray(image.permute(1, 2, 0).numpy())))
+        assert np.array_equal(got.permute(1, 2, 0).numpy(), want)
+
+
+def test_pixel_erasing_keeps_texture_in_the_box_and_uint8_elsewhere():
+    from lssat import texture
+    from lssat.data.transforms import AugmentConfig, TimmPhotometric
+
+    flat = torch.full((3, 32, 32), 120, dtype=torch.uint8)
+    torch.manual_seed(0)
+    pixel = TimmPhotometric(32, AugmentConfig(reprob=1.0, remode="pixel"))(flat)
+    box = pixel != flat
+    assert pixel.dtype == torch.uint8 and box.any() and box.float().mean() < 0.5
+    assert torch.equal(pixel[~box], flat[~box])  # the rest of the image is unchanged, bit for bit
+    def interior_codes(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        """LDP codes at the pixels whose 3x3 neighbourhood lies inside the erased box (not the border)."""
+        out = torch.nn.functional.pad((~box.any(0)).float()[None, None], (1, 1, 1, 1), value=1.0)
+        outside = torch.nn.functional.max_pool2d(out, 3, 1)[0, 0] > 0
+        return texture.ldp(image[None].float(), k=3)[0, 0][~outside]
+
+    assert interior_codes(pixel, box).unique().numel() > 10  # noise: an LDP target with texture
+    torch.manual_seed(0)
+    const = TimmPhotometric(32, AugmentConfig(reprob=1.0, remode="const"))(flat)
+    const_box = const != flat
+    assert const_box.any() and interior_codes(const, const_box).unique().numel() == 1  # a flat box: one code

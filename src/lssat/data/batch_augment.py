@@ -15,7 +15,8 @@ semantics, in the same order:
   as torchvision does (brightness, contrast and saturation batched; hue per sample with
   torchvision's own kernel).
 
-RandAugment and random erasing have no batched form; `unbatched_options` names them. All draws
+RandAugment, timm's auto-augment and random erasing have no batched form; `unbatched_options`
+names them (colour jitter is off when timm's `aa` is set, as in the per-item path). All draws
 come from the `torch.Generator` passed in, never from the global RNG.
 """
 
@@ -39,6 +40,10 @@ def unbatched_options(aug: AugmentConfig) -> list[str]:
         names.append("data.augment.randaugment_magnitude")
     if aug.random_erasing > 0:
         names.append("data.augment.random_erasing")
+    if aug.aa is not None:
+        names.append("data.augment.aa")
+    if aug.reprob > 0:
+        names.append("data.augment.reprob")
     return names
 
 
@@ -186,6 +191,10 @@ class BatchAugment:
                 ops.append(v2.RandAugment(num_ops=aug.randaugment_ops, magnitude=aug.randaugment_magnitude))
             if aug.random_erasing > 0:
                 ops.append(v2.RandomErasing(p=aug.random_erasing, value=0))
+            if aug.aa is not None or aug.reprob > 0:
+                from lssat.data.transforms import TimmPhotometric
+
+                ops.append(TimmPhotometric(image_size, aug))
             self.tail = v2.Compose(ops)
 
     def __call__(self, images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor,
@@ -198,7 +207,7 @@ class BatchAugment:
             flip = torch.nonzero(torch.rand(out.shape[0], generator=generator) < aug.hflip).flatten()
             if flip.numel():
                 out[flip] = out.index_select(0, flip).flip(-1)
-        if aug.color_jitter > 0 or aug.hue > 0:
+        if (aug.color_jitter > 0 or aug.hue > 0) and aug.aa is None:
             out = color_jitter(out, aug.color_jitter, aug.hue, generator)
         if self.tail is not None and out.shape[0]:
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
