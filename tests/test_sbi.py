@@ -81,8 +81,8 @@ def test_landmarks_from_records_and_dlib(monkeypatch):
 
 
 def _module(in_memory: bool, **sbi) -> FaceDataModule:
-    return FaceDataModule({"synthetic": {"task": "deepfake", "train": 64, "val": 16, "test": 16}, "image_size": 32,
-                           "batch_size": 16, "num_workers": 0, "in_memory": in_memory,
+    return FaceDataModule({"synthetic": {"task": "deepfake", "train": 48, "val": 16, "test": 16}, "image_size": 32,
+                           "batch_size": 8, "num_workers": 0, "in_memory": in_memory,
                            "augment": {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "color_jitter": 0.0,
                                        "hflip": 0.0},
                            "sbi": {"enabled": True, **sbi}})
@@ -93,7 +93,7 @@ def test_training_batches_draw_self_blended_fakes_from_real_frames():
     for in_memory in (True, False):
         dm = _module(in_memory, real_only=True)
         dm.setup()
-        assert len(dm.train_positions) == 32 and all(dm.records("train")[p].label == 0 for p in dm.train_positions)
+        assert len(dm.train_positions) == 24 and all(dm.records("train")[p].label == 0 for p in dm.train_positions)
         batches[in_memory] = list(dm.train_dataloader())
         for b in batches[in_memory]:
             assert set(b["method"]) <= {"real", "sbi"} and 0 < b["label"].sum() < len(b["label"])
@@ -108,7 +108,7 @@ def test_training_batches_draw_self_blended_fakes_from_real_frames():
     with_fakes = _module(True, probability=1.0)
     with_fakes.setup()
     b = next(iter(with_fakes.train_dataloader()))
-    assert len(with_fakes.train_positions) == 64 and "sbi" in b["method"] and len(set(b["method"])) > 2
+    assert len(with_fakes.train_positions) == 48 and "sbi" in b["method"] and len(set(b["method"])) > 2
     assert all(m == "sbi" for m, r in zip(b["method"], b["index"].tolist()) if with_fakes.records("train")[r].label == 0)
 
 

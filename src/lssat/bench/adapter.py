@@ -173,7 +173,8 @@ def train_cell(config: dict[str, Any], run_dir: Path, resume: bool = False, *,
     train = engine_entry()
     tree = dict(config)
     tree["output_dir"] = str(run_dir)
-    if data_cache is not None and isinstance(tree.get("data"), dict) and tree["data"].get("synthetic"):
+    if data_cache is not None and isinstance(tree.get("data"), dict) and tree["data"].get("synthetic") \
+            and not (tree["data"].get("sbi") or {}).get("enabled"):  # self-blending needs the faces' geometry
         tree["data"] = materialize_synthetic(tree["data"], Path(data_cache))
     previous = torch.get_num_threads()
     if threads:

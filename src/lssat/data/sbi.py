@@ -47,12 +47,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from lssat.data.index import Record
 from lssat.errors import ConfigError, DataError, MissingDependencyError
 
-__all__ = ["SBIConfig", "LandmarkFinder", "SelfBlend", "hull_mask", "self_blend"]
+__all__ = ["SBIConfig", "LandmarkFinder", "SelfBlend", "hull_mask", "self_blend", "self_blend_batch"]
 
 #: The method name of a self-blended training item (batch "method").
 SBI_METHOD = "sbi"
@@ -103,20 +102,13 @@ class SBIConfig:
 # --------------------------------------------------------------------------- one image
 
 
-def _uniform(generator: torch.Generator, lo: float, hi: float, n: int | None = None) -> Any:
-    u = torch.rand(n or 1, generator=generator, dtype=torch.float64)
-    u = lo + (hi - lo) * u
-    return u if n else float(u)
+def _uniform(generator: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=generator)
 
 
-def _randint(generator: torch.Generator, lo: int, hi: int) -> int:
-    """An integer in lo..hi (both included)."""
-    return int(torch.randint(lo, hi + 1, (1,), generator=generator))
-
-
-def _odd(generator: torch.Generator, lo: int, hi: int) -> int:
-    """An odd integer in lo..hi (both odd), as random.randrange(lo, hi + 1, 2)."""
-    return lo + 2 * _randint(generator, 0, (hi - lo) // 2)
+def _randint(generator: torch.Generator, lo: int, hi: int, n: int) -> torch.Tensor:
+    """n integers in lo..hi (both included)."""
+    return torch.randint(lo, hi + 1, (n,), generator=generator)
 
 
 def _check_landmarks(landmarks: Any) -> np.ndarray:
@@ -146,125 +138,153 @@ def hull_mask(landmarks: Any, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32).copy())
 
 
-def _colour(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """RGB shift (p 0.3, +-20 per channel), then brightness and contrast (albumentations' rule:
-    x * alpha + beta * 255, alpha in 0.9..1.1, beta in -0.1..0.1); float (3, H, W) in 0..255."""
-    if _uniform(generator, 0, 1) < 0.3:
-        x = x + _uniform(generator, -20, 20, 3).to(torch.float32).view(3, 1, 1)
-    alpha, beta = _uniform(generator, 0.9, 1.1), _uniform(generator, -0.1, 0.1)
-    return (x * alpha + beta * 255.0).clamp(0, 255)
+_WORK = 128  # side of the grid the masks are shaped on
+_MAX_HALF = 9  # the widest blur kernel's half width on that grid (6 x 128 / 96, rounded up)
 
 
-def _frequency(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Down-scale by 2 or 4 and back (bilinear), or sharpen (strength 0.2..0.5, lightness 0.5..1)."""
-    h, w = x.shape[-2:]
-    if _uniform(generator, 0, 1) < 0.5:
-        factor = 2 if _uniform(generator, 0, 1) < 0.5 else 4
-        small = F.interpolate(x[None], size=(max(1, h // factor), max(1, w // factor)), mode="bilinear",
-                              align_corners=False)
-        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 255)
-    alpha, lightness = _uniform(generator, 0.2, 0.5), _uniform(generator, 0.5, 1.0)
-    sharpen = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0 + lightness, -1.0], [-1.0, -1.0, -1.0]])
-    identity = torch.zeros(3, 3)
-    identity[1, 1] = 1.0
-    kernel = ((1 - alpha) * identity + alpha * sharpen).expand(3, 1, 3, 3)
-    out = F.conv2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)[0]
-    return out.clamp(0, 255)
+def _gauss_rows(sigma: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """(B, 2 * _MAX_HALF + 1) Gaussian kernels of per-sample sigma, cut at per-sample half widths."""
+    i = torch.arange(-_MAX_HALF, _MAX_HALF + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (i[None, :] / sigma[:, None]) ** 2) * (i.abs()[None, :] <= half[:, None])
+    return k / k.sum(dim=1, keepdim=True)
 
 
-def _affine_theta(generator: torch.Generator) -> torch.Tensor:
-    """The source's small random move as an affine_grid matrix (output -> input, normalised)."""
-    tx, ty = _uniform(generator, -0.03, 0.03), _uniform(generator, -0.015, 0.015)
-    scale = _uniform(generator, 0.95, 1 / 0.95)
-    # output point p comes from input (p - 2t) / scale (a shift of t of the width is 2t normalised)
-    return torch.tensor([[[1 / scale, 0.0, -2 * tx / scale], [0.0, 1 / scale, -2 * ty / scale]]])
+def _blur(x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) blurred separably, sample i by kernels kx[i] across and ky[i] down (reflected
+    at the borders, as OpenCV does)."""
+    b, _, h, w = x.shape
+    p = kx.shape[1] // 2
+    out = F.conv2d(F.pad(x.reshape(1, b, h, w), (p, p, 0, 0), mode="reflect"), kx.view(b, 1, 1, -1), groups=b)
+    out = F.conv2d(F.pad(out, (0, 0, p, p), mode="reflect"), ky.view(b, 1, -1, 1), groups=b)
+    return out.reshape(b, 1, h, w)
 
 
-def _warp(x: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
-    """(C, H, W) float resampled through an affine_grid matrix (bilinear)."""
-    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
-    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode=padding, align_corners=False)[0]
-
-
-def _blur(x: torch.Tensor, kernel: int, sigma: float | None = None) -> torch.Tensor:
-    """Gaussian blur of a (C, H, W) float tensor, separably (torchvision's gaussian_blur convolves
-    with the full 2-D kernel, 10x slower at these sizes), reflected at the borders as OpenCV does;
-    sigma None is OpenCV's default for the kernel size."""
-    if sigma is None:
-        sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
-    half = kernel // 2
-    weights = torch.exp(-0.5 * (torch.arange(-half, half + 1, dtype=torch.float32) / sigma) ** 2)
-    weights = weights / weights.sum()
-    c = x.shape[0]
-    out = F.conv2d(F.pad(x[None], (half, half, 0, 0), mode="reflect"), weights.view(1, 1, 1, -1).expand(c, 1, 1, -1),
-                   groups=c)
-    out = F.conv2d(F.pad(out, (0, 0, half, half), mode="reflect"), weights.view(1, 1, -1, 1).expand(c, 1, -1, 1),
-                   groups=c)
-    return out[0]
+def _source(target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The transformed copies (float (B, 3, H, W) in 0..255): RGB shift (p 0.3, +-20 per channel),
+    brightness and contrast (albumentations' rule: x * alpha + beta * 255, alpha in 0.9..1.1, beta
+    in -0.1..0.1), then down-scaled by 2 or 4 and back (bilinear) or sharpened (strength 0.2..0.5,
+    lightness 0.5..1), rounded as a uint8 pipeline would."""
+    b, _, h, w = target.shape
+    shift = _uniform(generator, -20, 20, b, 3) * (torch.rand(b, 1, generator=generator) < 0.3)
+    alpha, beta = _uniform(generator, 0.9, 1.1, b), _uniform(generator, -0.1, 0.1, b)
+    x = ((target + shift[:, :, None, None]) * alpha.view(b, 1, 1, 1) + beta.view(b, 1, 1, 1) * 255).clamp(0, 255)
+    down = torch.rand(b, generator=generator) < 0.5
+    by4 = torch.rand(b, generator=generator) < 0.5
+    strength, lightness = _uniform(generator, 0.2, 0.5, b), _uniform(generator, 0.5, 1.0, b)
+    out = x.clone()
+    for factor, which in ((2, down & ~by4), (4, down & by4)):
+        if bool(which.any()):
+            small = F.interpolate(x[which], size=(max(1, h // factor), max(1, w // factor)), mode="bilinear",
+                                  align_corners=False)
+            out[which] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    sharp = ~down
+    if bool(sharp.any()):
+        n = int(sharp.sum())
+        kernel = torch.full((n, 3, 3), -1.0)
+        kernel[:, 1, 1] = 8.0 + lightness[sharp]
+        identity = torch.zeros(3, 3)
+        identity[1, 1] = 1.0
+        a = strength[sharp].view(n, 1, 1)
+        kernel = ((1 - a) * identity + a * kernel).repeat_interleave(3, dim=0).view(n * 3, 1, 3, 3)
+        padded = F.pad(x[sharp].reshape(1, n * 3, h, w), (1, 1, 1, 1), mode="replicate")
+        out[sharp] = F.conv2d(padded, kernel, groups=n * 3).view(n, 3, h, w)
+    return out.clamp_(0, 255).round_()
 
 
 def _elastic(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """albumentations' ElasticTransform(alpha=50, sigma=7) at 380 px, scaled to the mask's size.
-    The displacement field is smooth, so it is drawn and smoothed at a quarter of the size."""
-    h, w = mask.shape[-2:]
+    """albumentations' ElasticTransform(alpha=50, sigma=7) at 380 px, scaled to the masks' grid.
+    The displacement field is smooth, so it is drawn and smoothed at a quarter of the size (and
+    scaled up by the 4x weaker smoothing: smoothed noise is 1/sigma as strong)."""
+    b, _, h, w = mask.shape
     s = max(h, w) / 380.0
     sigma, alpha = 7.0 * s, 50.0 * s
-    qh, qw, qs = max(1, h // 4), max(1, w // 4), max(0.5, sigma / 4)
-    kernel = min(2 * int(round(4 * qs)) + 1, 2 * ((min(qh, qw) - 1) // 2) + 1)
-    noise = torch.rand((2, qh, qw), generator=generator) * 2 - 1
-    shift = F.interpolate(_blur(noise, kernel, qs)[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-    shift = shift * (alpha * qs / sigma)  # pixels (smoothed noise is 1/sigma as strong: sigma / qs at full size)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
-    gx = (xs + shift[0] + 0.5) / w * 2 - 1
-    gy = (ys + shift[1] + 0.5) / h * 2 - 1
-    grid = torch.stack([gx, gy], dim=-1)[None]
-    return F.grid_sample(mask[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    qs = sigma / 4
+    half = torch.full((2 * b,), min(_MAX_HALF, int(round(4 * qs))))
+    k = _gauss_rows(torch.full((2 * b,), qs), half)
+    noise = torch.rand((2 * b, 1, h // 4, w // 4), generator=generator) * 2 - 1
+    shift = F.interpolate(_blur(noise, k, k).view(b, 2, h // 4, w // 4), size=(h, w), mode="bilinear",
+                          align_corners=False) * (alpha * qs / sigma)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    grid = torch.stack([(xs + shift[:, 0] + 0.5) / w * 2 - 1, (ys + shift[:, 1] + 0.5) / h * 2 - 1], dim=-1)
+    return F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _blend_mask(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The paper's get_blend_mask at half its working size (kernels and sigma halved): blur, keep
-    the core, blur again; (1, h, w) in, (1, h, w) out. All zeros when the mask is."""
-    k1, k2 = _odd(generator, 3, 13), _odd(generator, 3, 13)
-    sigma2 = float(_randint(generator, 5, 45)) / 2
-    blurred = _blur(mask, k1)
-    top = blurred.max()
-    if top <= 0:
-        return torch.zeros_like(mask)
-    blurred = blurred / top
-    blurred = torch.where(blurred < 1, torch.zeros_like(blurred), blurred)
-    blurred = _blur(blurred, k2, sigma2)
-    return blurred / blurred.max()
+def _blend_masks(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The paper's get_blend_mask, per sample: at a working size of (96..128)^2 (half the paper's
+    192..256), blur (odd kernel 3..13, OpenCV's sigma for it), keep the core (what stays at the
+    maximum), blur again (odd kernel 3..13, sigma 2.5..22.5); done on the fixed grid with the
+    kernels scaled to it. (B, 1, _WORK, _WORK) in and out; all zeros where a mask is."""
+    b = mask.shape[0]
+    scale_y = _WORK / _randint(generator, 96, 128, b).float()
+    scale_x = _WORK / _randint(generator, 96, 128, b).float()
+    k1 = (3 + 2 * _randint(generator, 0, 5, b)).float()
+    k2 = (3 + 2 * _randint(generator, 0, 5, b)).float()
+    sigma2 = _randint(generator, 5, 45, b).float() / 2
+    sigma1 = 0.3 * ((k1 - 1) * 0.5 - 1) + 0.8
+
+    def kernels(k: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = (k - 1) / 2
+        return (_gauss_rows(sigma * scale_x, torch.round(half * scale_x)),
+                _gauss_rows(sigma * scale_y, torch.round(half * scale_y)))
+
+    blurred = _blur(mask, *kernels(k1, sigma1))
+    top = blurred.amax(dim=(1, 2, 3), keepdim=True)
+    core = torch.where((blurred >= top) & (top > 0), torch.ones_like(blurred), torch.zeros_like(blurred))
+    blurred = _blur(core, *kernels(k2, sigma2))
+    top = blurred.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.where(top > 0, blurred / top.clamp_min(1e-12), torch.zeros_like(blurred))
+
+
+def self_blend_batch(images: torch.Tensor, landmarks: Sequence[Any],
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-blended images of a batch of faces of one size and their blending masks.
+
+    `images`: uint8 (B, 3, H, W); `landmarks`: per image, (K, 2) x, y pixel coordinates of the
+    face (their hull is the blending region). Returns uint8 (B, 3, H, W) and float32 (B, H, W) in
+    [0, 1]. Each result equals its image exactly wherever its mask is 0; an all-zero mask
+    (landmarks spanning no area, or outside the image) leaves the image unchanged. Every draw
+    comes from `generator`, in batch order.
+    """
+    if (not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4
+            or images.shape[1] != 3):
+        raise DataError(f"self_blend: expected uint8 images (B, 3, H, W), got "
+                        f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+    b, _, h, w = images.shape
+    if len(landmarks) != b:
+        raise DataError(f"self_blend: {b} images but {len(landmarks)} sets of landmarks")
+    points = [_check_landmarks(p) for p in landmarks]
+    target = images.to(torch.float32)
+    source = _source(target, generator)
+    # a small move of each source, and of its mask with it: translation up to 3% across and 1.5%
+    # down, scale 0.95..1/0.95 (affine_grid maps output to input points: (p - 2t) / scale)
+    tx, ty = _uniform(generator, -0.03, 0.03, b), _uniform(generator, -0.015, 0.015, b)
+    scale = _uniform(generator, 0.95, 1 / 0.95, b)
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([1 / scale, zero, -2 * tx / scale], 1),
+                         torch.stack([zero, 1 / scale, -2 * ty / scale], 1)], 1)
+    source = F.grid_sample(source, F.affine_grid(theta, [b, 3, h, w], align_corners=False), mode="bilinear",
+                           padding_mode="border", align_corners=False)
+    to_grid = np.array([_WORK / w, _WORK / h])
+    mask = torch.stack([hull_mask(p * to_grid + (to_grid - 1) / 2, _WORK, _WORK) for p in points])[:, None]
+    mask = F.grid_sample(mask, F.affine_grid(theta, [b, 1, _WORK, _WORK], align_corners=False), mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
+    mask = _blend_masks(_elastic(mask, generator), generator)
+    mask = F.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False,
+                         antialias=h < _WORK or w < _WORK).clamp_(0, 1)
+    ratio = torch.tensor(_BLEND_RATIOS)[_randint(generator, 0, len(_BLEND_RATIOS) - 1, b)]
+    m = mask * ratio.view(b, 1, 1, 1)
+    blended = (m * source + (1 - m) * target).round_().clamp_(0, 255).to(torch.uint8)
+    return blended, m[:, 0]
 
 
 def self_blend(image: torch.Tensor, landmarks: Any, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A self-blended image of `image` (uint8 (3, H, W)) and its blending mask (float32 (H, W) in [0, 1]).
-
-    `landmarks`: (K, 2) x, y pixel coordinates of the face (the hull of the jaw and brows). The
-    result equals `image` exactly wherever the mask is 0. An all-zero mask (landmarks spanning no
-    area, or outside the image) leaves the image unchanged. Every draw comes from `generator`.
-    """
-    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+    """A self-blended image of `image` (uint8 (3, H, W)) and its blending mask (float32 (H, W) in
+    [0, 1]): `self_blend_batch` of one image. `landmarks`: (K, 2) x, y pixel coordinates."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
         raise DataError(f"self_blend: expected a uint8 image (3, H, W), got "
                         f"{getattr(image, 'dtype', type(image).__name__)} {tuple(getattr(image, 'shape', ()))}")
-    points = _check_landmarks(landmarks)
-    _, h, w = image.shape
-    target = image.to(torch.float32)
-    source = _frequency(_colour(target, generator), generator).round()
-    theta = _affine_theta(generator)
-    source = _warp(source, theta, "border")
-    # the mask is drawn and shaped at half the paper's working size (96..128 a side, not 192..256:
-    # 4x cheaper, and smooth enough for faces of up to a few hundred pixels), then resized back
-    mh, mw = _randint(generator, 96, 128), _randint(generator, 96, 128)
-    scaled = points * np.array([mw / w, mh / h]) + np.array([(mw / w - 1) / 2, (mh / h - 1) / 2])
-    mask = hull_mask(scaled, mh, mw)[None]
-    mask = _elastic(_warp(mask, theta, "zeros"), generator)
-    mask = _blend_mask(mask, generator)
-    mask = TF.resize(mask, [h, w], antialias=True).clamp_(0, 1)
-    ratio = _BLEND_RATIOS[_randint(generator, 0, len(_BLEND_RATIOS) - 1)]
-    m = mask * ratio
-    blended = (m * source + (1 - m) * target).round_().clamp_(0, 255).to(torch.uint8)
-    return blended, m[0]
+    blended, mask = self_blend_batch(image[None], [landmarks], generator)
+    return blended[0], mask[0]
 
 
 # --------------------------------------------------------------------------- landmarks
@@ -387,10 +407,15 @@ class SelfBlend:
                   for u, p in zip(draws, positions)]
         self.landmarks.prefetch([p for p, c in zip(positions, chosen) if c])
         out, fake = list(images), [False] * len(images)
-        for i, (image, p) in enumerate(zip(images, positions)):
-            if not chosen[i] or not isinstance(image, torch.Tensor):
-                continue
-            blended, mask = self_blend(image, self.landmarks(int(p), image), generator)
-            if bool((mask > 0).any()):
-                out[i], fake[i] = blended, True
+        groups: dict[tuple[int, int], list[int]] = {}  # images of one size are blended together
+        for i, image in enumerate(images):
+            if chosen[i] and isinstance(image, torch.Tensor):
+                groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        for members in groups.values():
+            batch = torch.stack([images[i] for i in members])
+            points = [self.landmarks(int(positions[i]), images[i]) for i in members]
+            blended, masks = self_blend_batch(batch, points, generator)
+            for i, x, m in zip(members, blended, masks):
+                if bool((m > 0).any()):
+                    out[i], fake[i] = x, True
         return out, fake
