@@ -53,6 +53,10 @@ def test_inflated_clip_model_with_one_frame_gives_the_image_models_features():
         still = ClipVitAdapter(copy.deepcopy(image), ClipOptions(frames=2, tubelet=2)).eval()
         tokens = still.embed(x.unsqueeze(1).expand(-1, 2, -1, -1, -1))
         assert torch.allclose(tokens, image.embed(x), atol=1e-5)
+    # MAE's fixed 2-D table (init mae) inflates to a fixed space-time table: tubelet steps differ
+    fixed = LSSATModel("clip_vit_tiny_patch16_224", 1, "lssat-ldp", 32, init="mae",
+                       backbone_kwargs={**TINY, "clip": {"frames": 4, "tubelet": 2}}).backbone.model.pos_embed
+    assert not fixed.requires_grad and not torch.allclose(fixed[0, 1:17], fixed[0, 17:33])
 
 
 def test_per_tubelet_ldp_targets_are_the_per_frame_ldp_of_each_frame():
