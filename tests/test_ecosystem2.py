@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -345,3 +346,54 @@ def test_progress_is_whole_lines_when_stderr_is_not_a_terminal(tmp_path: Path,
     assert "\r" not in err, err[-500:]
     assert any(line.startswith("epoch 0 done in ") and "train/loss=" in line for line in err.splitlines()), err[-2000:]
     assert any(line.startswith("validation at step 4: val/acc=") for line in err.splitlines()), err[-2000:]
+
+
+# ---------------------------------------------------------------------------------- DeepfakeBench metrics
+# seven frames, four real (0.1, 0.5, 0.2, 0.4) and three fake (0.3, 0.6, 0.7); six lssat videos, of
+# which Deepfakes/002_001 and Face2Face/002_001 are one video for DeepfakeBench (same folder name)
+SCORES = [0.1, 0.5, 0.2, 0.4, 0.3, 0.6, 0.7]
+LABELS = [0, 0, 0, 0, 1, 1, 1]
+VIDEOS = ["original/000", "original/001", "original/002", "original/001", "Deepfakes/002_001",
+          "Face2Face/003_004", "Face2Face/002_001"]
+
+
+def test_deepfakebench_metrics_on_fixed_inputs_against_hand_computed_values() -> None:
+    from lssat.metrics.deepfake import DeepfakeMetrics, deepfakebench_metrics
+
+    dfb = deepfakebench_metrics(SCORES, LABELS, VIDEOS)
+    ours = DeepfakeMetrics()
+    ours.update(torch.tensor(SCORES), torch.tensor(LABELS), VIDEOS)
+    lssat = ours.compute()
+    # AUC: of the 12 (fake, real) pairs, 0.3 beats 0.1 and 0.2, 0.6 and 0.7 beat all four: 10/12 (both)
+    assert dfb["auc"] == pytest.approx(5 / 6) and lssat["frame_auc"] == pytest.approx(5 / 6)
+    # AP: fakes at ranks 1, 2, 5: (1 + 1 + 3/5) / 3 = 13/15 (both)
+    assert dfb["ap"] == pytest.approx(13 / 15) and lssat["ap"] == pytest.approx(13 / 15)
+    # accuracy: 0.5 is real for DeepfakeBench (> 0.5), fake for lssat (>= 0.5): 6/7 against 5/7
+    assert dfb["acc"] == pytest.approx(6 / 7) and lssat["acc"] == pytest.approx(5 / 7)
+    # EER: the ROC points (FPR, TPR): (0,0) (0,1/3) (0,2/3) (1/4,2/3) (1/2,2/3) (1/2,1) (3/4,1) (1,1).
+    # lssat: FNR = FPR where the horizontal segment at TPR 2/3 meets it, FPR 1/3. DeepfakeBench:
+    # scikit-learn drops the collinear (1/4,2/3) and (3/4,1); |FNR - FPR| is least (1/6) at (1/2,2/3)
+    assert dfb["eer"] == pytest.approx(1 / 2) and lssat["eer"] == pytest.approx(1 / 3, abs=1e-6)
+    # videos, lssat's six: real 000 0.1, 001 mean(0.5, 0.4) = 0.45, 002 0.2; fake 0.3, 0.6, 0.7:
+    # 0.3 beats 0.1 and 0.2, the others all three: 8/9. DeepfakeBench's five: the fakes named 002_001
+    # are one video, mean(0.3, 0.7) = 0.5, beside 003_004 0.6: both beat every real video: 1
+    assert lssat["video_auc"] == pytest.approx(8 / 9) and dfb["video_auc"] == pytest.approx(1.0)
+    # DeepfakeBench's own input, frame paths: the folder holding the frame names the video
+    paths = [f"frames/{v.split('/')[-1]}/{i:03d}.png" for i, v in enumerate(VIDEOS)]
+    assert deepfakebench_metrics(SCORES, LABELS, frame_paths=paths)["video_auc"] == pytest.approx(1.0)
+    # a video of real and fake frames is real there (the floor of its mean label): video m holds the
+    # real 0.5 and the fake 0.6 (mean 0.55); real 0.1, 0.2, 0.4, 0.55 against fake 0.3, 0.7: 6/8
+    mixed = deepfakebench_metrics(SCORES, LABELS, ["1", "m", "2", "3", "4", "m", "6"])
+    assert mixed["video_auc"] == pytest.approx(3 / 4)
+    ours = DeepfakeMetrics()
+    ours.update(torch.tensor(SCORES), torch.tensor(LABELS), ["1", "m", "2", "3", "4", "m", "6"])
+    assert ours.compute()["video_auc"] == pytest.approx(8 / 9)  # lssat: m is fake (any fake frame)
+    one_class = deepfakebench_metrics([0.2, 0.7], [0, 0])
+    assert np.isnan(one_class["auc"]) and np.isnan(one_class["eer"]) and np.isnan(one_class["ap"])
+    assert np.isnan(one_class["video_auc"]) and one_class["acc"] == 0.5
+
+
+def test_eval_metrics_deepfakebench_needs_a_deepfake_model(run_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", str(run_folder), "--metrics", "deepfakebench", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--metrics deepfakebench applies to deepfake models; this one is for expression")

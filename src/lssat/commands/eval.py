@@ -21,6 +21,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, mps (default auto)")
     parser.add_argument("-o", "--output", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--metrics", choices=("lssat", "deepfakebench"), default="lssat",
+                        help="deepfake models: also print acc, auc, eer, ap and video_auc as DeepfakeBench "
+                        "defines them (docs/metrics.md); default lssat's only")
     parser.set_defaults(func=run)
     return parser
 
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from lssat.fileio import dumps_json
 
     result = evaluate(args.checkpoint, args.index, args.split, batch_size=args.batch_size,
-                      num_workers=args.num_workers, accelerator=args.accelerator, progress=not args.quiet)
+                      num_workers=args.num_workers, accelerator=args.accelerator, progress=not args.quiet,
+                      deepfakebench=args.metrics == "deepfakebench")
     metrics = result["metrics"]
     print(f"{result['checkpoint']} (run {result['run_id']}, epoch {result['epoch']}) on {result['data']} "
           f"{result['split']}:")
@@ -44,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {key:28s} {value}")
     for note in metrics.get("notes", []):
         print(f"  note: {note}")
+    if "deepfakebench" in result:
+        print("as DeepfakeBench defines them (docs/metrics.md):")
+        for key, value in result["deepfakebench"].items():
+            print(f"  {key:28s} {value:.4f}")
     if args.output:
         path = Path(args.output)
         path.parent.mkdir(parents=True, exist_ok=True)

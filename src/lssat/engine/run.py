@@ -520,14 +520,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "test", *,
              batch_size: int | None = None, num_workers: int | None = None, accelerator: str = "auto",
              progress: bool = True, synthetic: dict[str, Any] | None = None,
-             keep_predictions: bool = False) -> dict[str, Any]:
+             keep_predictions: bool = False, deepfakebench: bool = False) -> dict[str, Any]:
     """Metrics of a checkpoint (.safetensors, .ckpt or run folder) on one split.
 
     `index`: an index file, "synthetic" (the run's synthetic faces, or the default synthetic set of
     the run's task), or None (the data the run was trained on). `synthetic`: a ``data.synthetic``
     setting to evaluate on instead (e.g. another domain; `index` must then be None).
     `keep_predictions`: also return the per-sample arrays (``predictions``, as
-    `lssat.engine.record.write_predictions` takes them).
+    `lssat.engine.record.write_predictions` takes them). `deepfakebench`: also the deepfake metrics
+    as DeepfakeBench defines them (`lssat.metrics.deepfake.deepfakebench_metrics`), under
+    ``deepfakebench``.
     """
     from lssat.models.recipe import Recipe, load_recipe
 
@@ -535,6 +537,9 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
     state, meta = load_weights(checkpoint)
     if not all(isinstance(meta.get(key), dict) for key in ("config", "recipe", "task")):
         raise InputError(f"{checkpoint}: no lssat run metadata in this checkpoint (was it written by lssat train?)")
+    if deepfakebench and meta["task"].get("kind") != "deepfake":
+        raise InputError(f"{checkpoint}: --metrics deepfakebench applies to deepfake models; this one is for "
+                         f"{meta['task'].get('kind')}")
     tree = meta["config"]
     tree["model"]["pretrained"] = False  # the checkpoint holds the weights; no file or hub needed
     data = dict(tree["data"])
@@ -582,4 +587,11 @@ def evaluate(checkpoint: str | Path, index: str | None = None, split: str = "tes
            "data": dm.header.dataset, "metrics": result}
     if keep_predictions:
         out["predictions"] = module.predictions.get("test") or {}
+    if deepfakebench:
+        from lssat.metrics.deepfake import deepfakebench_metrics
+
+        rows = module.predictions.get("test") or {}
+        out["deepfakebench"] = deepfakebench_metrics(
+            rows["score"].reshape(-1), rows["target"].reshape(-1),
+            rows["video_id"].tolist() if "video_id" in rows else None) if rows else {}
     return out

@@ -163,3 +163,71 @@ class DeepfakeMetrics(NamedStatesMetric):
             notes.append("samples are clips: acc, frame_auc (= clip_auc), eer, ap and n_frames count clips")
         out["notes"] = notes
         return out
+
+
+# ------------------------------------------------------------------ DeepfakeBench's definitions
+DEEPFAKEBENCH_THRESHOLD = 0.5  # DeepfakeBench: fake when the probability is above 0.5 (strictly)
+
+
+def deepfakebench_video_key(name: str, frame_path: bool = False) -> str:
+    """DeepfakeBench's video of a frame: the name of the folder holding the frame file (the path's
+    second-to-last part, split on backslashes when the path has any, else on slashes). For an lssat
+    video id (no frame file), the same folder name is the id's last part. FF++ methods reuse these
+    names, so same-named videos of different methods are one video there."""
+    parts = name.split("\\") if "\\" in name else name.split("/")
+    return parts[-2] if frame_path else parts[-1]
+
+
+def deepfakebench_metrics(scores: Sequence[float] | Tensor, labels: Sequence[int] | Tensor,
+                          video_ids: Sequence[str] | None = None,
+                          frame_paths: Sequence[str] | None = None) -> dict[str, float]:
+    """Test metrics as DeepfakeBench computes them (its ``get_test_metrics``), for numbers comparable
+    with its published tables; see docs/metrics.md for how they differ from lssat's.
+
+    - ``auc``: ROC AUC over frames (as lssat's ``frame_auc``).
+    - ``eer``: the false-positive rate at the point of scikit-learn's ROC curve (``roc_curve`` with
+      its default ``drop_intermediate``) where ``|FNR - FPR|`` is smallest, the first such point;
+      no interpolation (lssat's ``eer`` interpolates between the curve's points).
+    - ``ap``: average precision (as lssat's).
+    - ``acc``: frames predicted fake at probability > 0.5 (lssat: >= ``threshold``).
+    - ``video_auc``: ROC AUC over videos, a video's score the mean of its frames' and its label
+      the floor of its frames' mean label (fake only when every frame is fake); videos keyed by
+      `deepfakebench_video_key` of `frame_paths` (DeepfakeBench's input) or of `video_ids`;
+      nan without either.
+
+    A value undefined on the data (one class only) is nan.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn import metrics
+
+    y_score = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64).ravel()
+    y_true = np.asarray(labels.detach().cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64).ravel()
+    if y_score.shape != y_true.shape:
+        raise InputError(f"{y_score.size} scores but {y_true.size} labels")
+
+    def auc_eer(y: Any, s: Any) -> tuple[float, float]:
+        if not (y == 0).any() or not (y == 1).any():
+            return math.nan, math.nan
+        fpr, tpr, _ = metrics.roc_curve(y, s, pos_label=1)
+        return float(metrics.auc(fpr, tpr)), float(fpr[np.nanargmin(np.absolute((1 - tpr) - fpr))])
+
+    auc, eer = auc_eer(y_true, y_score)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # AP of a split without fakes: scikit-learn warns, we say nan
+        ap = float(metrics.average_precision_score(y_true, y_score)) if (y_true == 1).any() else math.nan
+    acc = float(((y_score > DEEPFAKEBENCH_THRESHOLD).astype(np.int64) == np.clip(y_true, 0, 1)).mean()) \
+        if y_true.size else math.nan
+    names, from_frames = (frame_paths, True) if frame_paths is not None else (video_ids, False)
+    video_auc = math.nan
+    if names is not None:
+        if len(names) != y_true.size:
+            raise InputError(f"{y_true.size} scores but {len(names)} video ids or frame paths")
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            groups.setdefault(deepfakebench_video_key(str(name), from_frames), []).append(i)
+        v_score = np.array([y_score[idx].mean() for idx in groups.values()])
+        v_true = np.array([int(y_true[idx].sum() // len(idx)) for idx in groups.values()])
+        video_auc = auc_eer(v_true, v_score)[0]
+    return {"acc": acc, "auc": auc, "eer": eer, "ap": ap, "video_auc": video_auc}
