@@ -111,7 +111,7 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     for key in runs:
         tokens = runs[key][0].backbone.num_patches
-        print(f"  {key:5s} {med[key] * 1000:9.1f} ms/step  {pixels / med[key] / 1e6:7.2f} Mpixel/s  "
+        print(f"  {key:5s} {med[key] * 1000:9.1f} ms/step  {b * t / med[key]:8.1f} frames/s  "
               f"{tokens} tokens per sample  (min {min(times[key]) * 1000:.1f}, max {max(times[key]) * 1000:.1f})")
     print(f"clip / frame step time, same pixels: {med['clip'] / med['frame']:.2f}x")
     return 0

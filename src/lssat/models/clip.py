@@ -329,6 +329,9 @@ class ClipModel(LSSATModel):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Check a batch of clips; float32 (B, T, 3, H, W) in [0, 255] on the model's device."""
         t = self.num_frames
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            raise InputError(f"a clip model takes clips (B, {t}, 3, H, W), not images {tuple(images.shape)}: "
+                             f"score videos with it")
         if not isinstance(images, torch.Tensor) or images.ndim != 5 or images.shape[2] not in (1, 3):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputError(f"clips must be a (B, {t}, 3, H, W) tensor, got {shape}")
