@@ -384,3 +384,11 @@ def test_empty_fairness_cells_say_why(tmp_path):
     fairness = md.split("### deepfake: subgroups by skin_tone")[1]
     assert "| AUC light |" in fairness and "AUC dark" not in fairness
     assert "–: the test split holds one skin_tone subgroup only (light), so gaps" in fairness
+
+
+def test_significant_digits():
+    from lssat.bench.html import fmt_sig
+
+    assert [fmt_sig(v) for v in (0.000221504, 0.0123, 0.5, 12.345, 905.9, 6824.0, 0.0, math.nan, None)] == \
+        ["0.000222", "0.0123", "0.500", "12.3", "906", "6,824", "0", "–", "–"]
+    assert fmt_sig(-0.00004567, 2) == "-0.000046" and fmt_sig(3e-15) == "3.00e-15"
