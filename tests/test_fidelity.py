@@ -177,3 +177,57 @@ def test_pixel_erasing_keeps_texture_in_the_box_and_uint8_elsewhere():
     const = TimmPhotometric(32, AugmentConfig(reprob=1.0, remode="const"))(flat)
     const_box = const != flat
     assert const_box.any() and interior_codes(const, const_box).unique().numel() == 1  # a flat box: one code
+
+
+def test_eva_decoder_reads_normalised_tokens():
+    model = LSSATModel("eva02_tiny_patch14_224", 2, "ssat", 32, backbone_kwargs={**VIT, "embed_dim": 48})
+    bb = model.backbone
+    assert isinstance(bb.model.norm, torch.nn.Identity)  # timm keeps the final norm as fc_norm for pooling
+    feats = bb.encode(bb.embed(torch.randn(2, 3, 32, 32))) * 5 + 3
+    tokens = bb.decoder_input(feats)
+    torch.testing.assert_close(tokens, bb.model.fc_norm(feats))
+    assert tokens.mean(-1).abs().max() < 1e-4 and (tokens.std(-1, unbiased=False) - 1).abs().max() < 1e-2
+    vit = create_backbone("vit_tiny_patch16_224", 32, **{**VIT, "embed_dim": 48})
+    x = torch.randn(2, 5, 48)
+    assert torch.equal(vit.decoder_input(x), x)  # a ViT's encode already ends with its norm
+
+
+def test_finetune_stage_layer_decay_and_drop_path():
+    from types import SimpleNamespace
+
+    from timm.layers import DropPath
+
+    from lssat.config import load_config
+    from lssat.engine import optim
+    from lssat.engine.module import LSSATModule
+    from lssat.engine.run import backbone_kwargs
+    from lssat.tasks import build_task
+
+    cfg = load_config("synthetic-deepfake", ["trainer.scheme=pretrain-finetune", "trainer.pretrain_epochs=1",
+                                             "trainer.epochs=2"])
+    kwargs = backbone_kwargs(cfg)
+    assert kwargs["drop_path_rate"] == 0.1 and cfg.trainer.finetune_layer_decay == 0.75
+    torch.manual_seed(0)
+    model = LSSATModel("vit_tiny_patch16_224", 1, "ssat", 32, backbone_kwargs={**VIT, "embed_dim": 48, **kwargs})
+    opt = optim.build_optimizer(model, 1e-3, 0.05, (0.9, 0.999), layer_decay=0.75)
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert scale["head.fc.weight"] == scale["mae.decoder.norm.weight"] == 1.0  # heads, decoder: top layer
+    assert scale["backbone.model.blocks.1.attn.qkv.weight"] == pytest.approx(0.75)
+    assert scale["backbone.model.blocks.0.attn.qkv.weight"] == pytest.approx(0.75 ** 2)
+    assert scale["backbone.model.patch_embed.proj.weight"] == pytest.approx(0.75 ** 3)
+    for group in opt.param_groups:
+        group["lssat_lr_scale"], group["lr_scale"] = group["lr_scale"], 1.0
+    sched = optim.build_scheduler(opt, optim.segments_for(20, 10, 0, 2, boundary=10), 0.0)
+    module = LSSATModule(model, build_task("deepfake"), cfg.trainer)
+    module._trainer = SimpleNamespace(optimizers=[opt], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)],
+                                      global_step=12)
+    drops = [m for m in model.modules() if isinstance(m, DropPath)]
+    assert drops and max(m.drop_prob for m in drops) == pytest.approx(0.1)
+    module._fine_tuning(False)  # pre-training: no drop path, every layer at the full lr
+    assert all(m.drop_prob == 0.0 for m in drops) and all(g["lr_scale"] == 1.0 for g in opt.param_groups)
+    module._fine_tuning(True)
+    assert max(m.drop_prob for m in drops) == pytest.approx(0.1)
+    lr = {names[id(p)]: g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr["backbone.model.blocks.0.attn.qkv.weight"] == pytest.approx(sched.lr_at(12) * 0.75 ** 2)
+    assert lr["head.fc.weight"] == pytest.approx(sched.lr_at(12))
