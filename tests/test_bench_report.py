@@ -271,6 +271,10 @@ def test_missing_and_failed_cells_are_reported(tmp_path):
     failed = pd.read_csv(tmp_path / "tables/failed.csv", index_col=0)
     assert set(failed.index) == {"small_attributes_ssat_s0", "small_attributes_ssat_s1"}
     assert set(failed.error) == {"RuntimeError: out of memory"}
+    cells = pd.read_csv(tmp_path / "tables/cells.csv")  # the drill-down lists every cell of the spec
+    assert (cells.status == "failed").sum() == 2 and (cells.status == "not run").sum() == 9
+    assert cells[cells.status == "failed"]["test headline"].str.contains("out of memory").all()
+    assert cells[cells.status == "failed"]["run folder"].str.startswith("runs/small_attributes_ssat_s").all()
 
 
 def test_render_helpers():
