@@ -16,10 +16,24 @@ from lssat.cli import main
 QUIET = ["trainer.progress=false"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the tiny models train faster so on 2 shared cores than with several."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "-c", "smoke", "-o", str(out), *QUIET, "trainer.max_steps=2"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "-c", "smoke", "-o", str(out), *QUIET, "trainer.max_steps=2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     return folder
 
@@ -150,10 +164,11 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def test_slurm_signal_checkpoints_requeues_and_the_requeued_job_resumes_bit_for_bit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """A step interval writes `last` between epochs (Lightning's every_n_train_steps); Slurm's
-    SIGUSR1 (sent in-process) makes the run write `last` at the step's end, run `scontrol requeue`
-    and stop; the requeued job (SLURM_RESTART_COUNT=1) resumes without --resume and ends with the
-    weights of an uninterrupted run."""
+    """Run a writes `last` after every step (Lightning's train_time_interval, here 0.1 ms; at the
+    epoch's end after its validation). Run b: a step interval (every_n_train_steps) writes `last`
+    mid-epoch; Slurm's SIGUSR1 (sent in-process) makes it write `last` at the step's end, run
+    `scontrol requeue` and stop; the requeued job (SLURM_RESTART_COUNT=1) resumes without --resume.
+    Both end with the same weights: neither the intervals nor the requeue change the result."""
     import os
     import signal
     import subprocess
@@ -161,65 +176,8 @@ def test_slurm_signal_checkpoints_requeues_and_the_requeued_job_resumes_bit_for_
     from lightning.pytorch.callbacks import Callback
 
     import lssat.engine.run as engine
-
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", "-c", "smoke", "-o", str(tmp_path / "a"), *STEPS6]) == 0
-        calls: list[list[str]] = []
-        seen: dict[int, int] = {}
-        monkeypatch.setattr(subprocess, "call", lambda cmd, *a, **k: calls.append(list(cmd)) or 0)
-        for key, value in SLURM_ENV.items():
-            monkeypatch.setenv(key, value)
-
-        class Signal(Callback):
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-                last = tmp_path / "b" / module.metadata["run_id"] / "checkpoints" / "last.json"
-                seen[trainer.global_step] = json.loads(last.read_text())["step"] if last.is_file() else 0
-                if trainer.global_step == 5:  # mid-epoch; before RunCheckpoints (a checkpoint callback runs last)
-                    os.kill(os.getpid(), signal.SIGUSR1)
-
-        build = engine.build_trainer
-        with monkeypatch.context() as mp:
-            mp.setattr(engine, "build_trainer", lambda cfg, folder, callbacks, **kw: build(
-                cfg, folder, [Signal(), *callbacks], **kw))
-            args = ["train", "-c", "smoke", "-o", str(tmp_path / "b"), *STEPS6, "trainer.checkpoint_every_n_train_steps=3"]
-            assert main(args) == 0
-        assert "requeued" in capsys.readouterr().out
-        run_b = _only(tmp_path / "b")
-        assert seen[3] == 0 and seen[4] == 3  # the interval's mid-epoch checkpoint, written after this callback
-        assert json.loads((run_b / "checkpoints" / "last.json").read_text())["step"] == 5
-        assert calls == [["scontrol", "requeue", "4242"]]
-        record = _record(run_b)
-        assert record["status"] == "interrupted" and record["requeued"]["step"] == 5
-        assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # the handler was taken down
-
-        monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-        assert main(["train", "-c", "smoke", "-o", str(tmp_path / "b"), *STEPS6]) == 0  # no --resume
-        record = _record(run_b)
-        assert record["status"] == "done" and record["resumed_from"].endswith("last.ckpt")
-        assert record["trainer"]["global_step"] == 6 and record["cost"]["train_images"] == 1 * 8
-        assert [a["status"] for a in record["attempts"]] == ["interrupted"]
-    finally:
-        torch.set_num_threads(torch_threads)
-    run_a = _only(tmp_path / "a")
-    for name in ("last", "best"):
-        a, b = (_safetensors(r / "checkpoints" / f"{name}.safetensors") for r in (run_a, run_b))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-
-
-def test_time_interval_checkpoints_between_epochs_and_best_is_weights_only(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """checkpoint_train_time_interval (Lightning's train_time_interval) writes `last` after steps
-    1-3 of a 4-step epoch, the epoch's end at step 4; `last.ckpt` is full, `best.ckpt` weights and
-    metadata only; neither interval setting changes the run id."""
-    from lssat.config import load_config
     from lssat.engine.checkpoints import RunCheckpoints
 
-    base = load_config(["smoke"], ["trainer.max_steps=4"])
-    assert load_config(["smoke"], ["trainer.max_steps=4", "trainer.checkpoint_every_n_train_steps=3"]).run_id \
-        == load_config(["smoke"], ["trainer.max_steps=4", "trainer.checkpoint_train_time_interval=60"]).run_id \
-        == base.run_id
     steps: list[int] = []
     original = RunCheckpoints._checkpoint
 
@@ -227,18 +185,63 @@ def test_time_interval_checkpoints_between_epochs_and_best_is_weights_only(tmp_p
         steps.append(trainer.global_step)
         return original(self, trainer, module, validated)
 
-    monkeypatch.setattr(RunCheckpoints, "_checkpoint", recorded)
-    assert main(["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, "trainer.max_steps=4",
-                 "trainer.checkpoint_train_time_interval=0.0001"]) == 0
-    assert steps == [1, 2, 3, 4]
-    ckpts = _only(tmp_path) / "checkpoints"
+    with monkeypatch.context() as mp:
+        mp.setattr(RunCheckpoints, "_checkpoint", recorded)
+        assert main(["train", "-c", "smoke", "-o", str(tmp_path / "a"), *STEPS6,
+                     "trainer.checkpoint_train_time_interval=0.0001"]) == 0
+    assert steps == [1, 2, 3, 4, 5, 6]  # 4: the epoch's end, after its validation
+    calls: list[list[str]] = []
+    seen: dict[int, int] = {}
+    monkeypatch.setattr(subprocess, "call", lambda cmd, *a, **k: calls.append(list(cmd)) or 0)
+    for key, value in SLURM_ENV.items():
+        monkeypatch.setenv(key, value)
+
+    class Signal(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            last = tmp_path / "b" / module.metadata["run_id"] / "checkpoints" / "last.json"
+            seen[trainer.global_step] = json.loads(last.read_text())["step"] if last.is_file() else 0
+            if trainer.global_step == 5:  # mid-epoch; before RunCheckpoints (a checkpoint callback runs last)
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    build = engine.build_trainer
+    with monkeypatch.context() as mp:
+        mp.setattr(engine, "build_trainer", lambda cfg, folder, callbacks, **kw: build(
+            cfg, folder, [Signal(), *callbacks], **kw))
+        args = ["train", "-c", "smoke", "-o", str(tmp_path / "b"), *STEPS6, "trainer.checkpoint_every_n_train_steps=3"]
+        assert main(args) == 0
+    assert "requeued" in capsys.readouterr().out
+    run_b = _only(tmp_path / "b")
+    assert seen[3] == 0 and seen[4] == 3  # the interval's mid-epoch checkpoint, written after this callback
+    assert json.loads((run_b / "checkpoints" / "last.json").read_text())["step"] == 5
+    assert calls == [["scontrol", "requeue", "4242"]]
+    record = _record(run_b)
+    assert record["status"] == "interrupted" and record["requeued"]["step"] == 5
+    assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # the handler was taken down
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert main(["train", "-c", "smoke", "-o", str(tmp_path / "b"), *STEPS6]) == 0  # no --resume
+    record = _record(run_b)
+    assert record["status"] == "done" and record["resumed_from"].endswith("last.ckpt")
+    assert record["trainer"]["global_step"] == 6 and record["cost"]["train_images"] == 1 * 8
+    assert [a["status"] for a in record["attempts"]] == ["interrupted"]
+    run_a = _only(tmp_path / "a")
+    for name in ("last", "best"):
+        a, b = (_safetensors(r / "checkpoints" / f"{name}.safetensors") for r in (run_a, run_b))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # one full `last`, a weights-only `best` (Lightning's save_weights_only), no other checkpoint
+    ckpts = run_a / "checkpoints"
     last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
     best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=True)
-    assert last["global_step"] == 4 and "optimizer_states" in last and "lssat_rng" in last
-    assert "optimizer_states" not in best and best["hyper_parameters"]["metadata"]["run_id"] == ckpts.parent.name
-    assert best["state_dict"].keys() == last["state_dict"].keys()
+    assert last["global_step"] == 6 and "optimizer_states" in last and "lssat_rng" in last
+    assert "optimizer_states" not in best and best["hyper_parameters"]["metadata"]["run_id"] == run_a.name
+    assert best["global_step"] == 4 and best["state_dict"].keys() == last["state_dict"].keys()
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "best.json", "best.safetensors", "last.ckpt",
                                                       "last.json", "last.safetensors"]
+    from lssat.config import load_config
+
+    plain = load_config(["smoke"], ["trainer.max_steps=4"]).run_id
+    assert load_config(["smoke"], ["trainer.max_steps=4", "trainer.checkpoint_every_n_train_steps=3"]).run_id \
+        == load_config(["smoke"], ["trainer.max_steps=4", "trainer.checkpoint_train_time_interval=60"]).run_id == plain
 
 
 def test_resume_extends_a_run_in_its_own_folder(tmp_path: Path) -> None:
@@ -266,16 +269,24 @@ def test_resume_extends_a_run_in_its_own_folder(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- loggers
-def test_logger_by_class_path_gets_hyperparameters_and_the_summary_counts_flops(run_folder: Path,
-                                                                                tmp_path: Path) -> None:
+def test_logger_by_class_path_gets_hyperparameters_and_the_summary_counts_flops(
+        run_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A logger by class path (Lightning's CSVLogger by its dotted path) beside csv; progress as
+    lines on a non-terminal stderr; the model summary's FLOPs."""
     import yaml
     from lightning.pytorch.utilities.model_summary import ModelSummary
 
     from lssat.engine.module import LSSATModule
 
     loggers = "trainer.loggers=[csv, {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {name: extra}}]"
-    assert main(["train", "-c", "smoke", "-o", str(tmp_path), *QUIET, "trainer.max_steps=1", loggers]) == 0
+    assert main(["train", "-c", "smoke", "-o", str(tmp_path), "trainer.max_steps=4", "trainer.progress=true",
+                 loggers]) == 0
     folder = _only(tmp_path)
+    # trainer.progress on and stderr a file (captured, not a terminal): whole lines, no redraws
+    err = capsys.readouterr().err
+    assert "\r" not in err, err[-500:]
+    assert any(line.startswith("epoch 0 done in ") and "train/loss=" in line for line in err.splitlines()), err[-2000:]
+    assert any(line.startswith("validation at step 4: val/acc=") for line in err.splitlines()), err[-2000:]
     assert not (folder / "tensorboard").exists()  # not asked for
     (hparams,) = folder.glob("extra/version_0/hparams.yaml")  # save_dir defaults to the run folder
     assert yaml.safe_load(hparams.read_text())["metadata"]["run_id"] == folder.name
@@ -328,8 +339,7 @@ def test_one_meaning_per_flag_with_the_old_spellings_still_accepted() -> None:
     assert show.get_default("device") == predict.get_default("device") == "auto"
 
 
-def test_progress_is_whole_lines_when_stderr_is_not_a_terminal(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
+def test_progress_is_whole_lines_when_stderr_is_not_a_terminal() -> None:
     import io
 
     from lssat.progress import LineTqdm, progress_bar
@@ -340,12 +350,7 @@ def test_progress_is_whole_lines_when_stderr_is_not_a_terminal(tmp_path: Path,
     assert list(bar) == [0, 1, 2, 3, 4]
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and lines[0].startswith("files:  20%") and lines[-1].startswith("files: 100%")
-    # training with trainer.progress on and stderr a file (captured): a line per epoch and validation
-    assert main(["train", "-c", "smoke", "-o", str(tmp_path), "trainer.max_steps=4", "trainer.progress=true"]) == 0
-    err = capsys.readouterr().err
-    assert "\r" not in err, err[-500:]
-    assert any(line.startswith("epoch 0 done in ") and "train/loss=" in line for line in err.splitlines()), err[-2000:]
-    assert any(line.startswith("validation at step 4: val/acc=") for line in err.splitlines()), err[-2000:]
+    assert len(lines) == 5  # one line per update (mininterval 0 here; 30 s by default), none more at the end
 
 
 # ---------------------------------------------------------------------------------- DeepfakeBench metrics

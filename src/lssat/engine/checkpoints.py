@@ -234,7 +234,9 @@ class RunCheckpoints(ModelCheckpoint):
         trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: Any, module: LSSATModule) -> None:
-        if not self.every_validation and self.requeued is None:
+        validated = module.result_epoch.get("val") == trainer.current_epoch
+        fresh = self._saved_step != trainer.global_step or validated  # not just written by the interval
+        if not self.every_validation and self.requeued is None and fresh:
             self._checkpoint(trainer, module)
         self._requeue_if_signalled(trainer, module)
 
