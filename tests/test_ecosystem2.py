@@ -266,6 +266,15 @@ def test_resume_extends_a_run_in_its_own_folder(tmp_path: Path) -> None:
     # --resume RUN_DIR of the same output folder does the same
     assert main([*one[:-1], "trainer.epochs=3", "--resume", str(folder)]) == 0
     assert _only(tmp_path) == folder and _record(folder)["trainer"]["global_step"] == 12
+    # TensorBoard's HParams tab: the hyper-parameters with the run's headline metrics, each session
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sessions = sorted(folder.glob("tensorboard/version_*"))
+    assert len(sessions) == 3
+    events = EventAccumulator(str(sessions[-1]))
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert {"hp/val_acc", "hp/test_acc"} <= set(events.Tags()["scalars"])
 
 
 # ---------------------------------------------------------------------------------- loggers

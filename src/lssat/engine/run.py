@@ -462,6 +462,7 @@ def _train(cfg: RunConfig, resume: bool | str | None, folder: Path) -> RunResult
         if tested == "last":
             record["notes"].append("no validated epoch improved the headline metric: tested the last checkpoint")
         record["metrics"] = {"val": info.get("val"), "test": module.results.get("test")}
+        _log_hparams_with_metrics(trainer, module, record["metrics"])
         record["checkpoint"] = {"tested": tested, "epoch": info.get("epoch"), "step": info.get("step"),
                                 "file": str(ckpt.with_suffix(".safetensors"))}
         stats = getattr(module, "train_stats", {"images": 0, "step_time_s": 0.0, "loop_time_s": 0.0})
@@ -484,6 +485,24 @@ def _train(cfg: RunConfig, resume: bool | str | None, folder: Path) -> RunResult
         record.update(status="done", finished=rec.now_iso())
         rec.write_record(folder, record)
     return RunResult(folder, record, trainer.is_global_zero)
+
+
+def _log_hparams_with_metrics(trainer: L.Trainer, module: LSSATModule, metrics: dict[str, Any]) -> None:
+    """TensorBoard's HParams tab shows a run only with metrics beside its hyper-parameters: log them
+    once more at the end with the tested checkpoint's validation and test headline
+    (``hp/val_<headline>``, ``hp/test_<headline>``; other loggers got them at the start)."""
+    import math
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    headline = module.task.headline
+    values = {f"hp/{split}_{headline}": float((metrics.get(split) or {}).get(headline, math.nan))
+              for split in ("val", "test")}
+    values = {k: v for k, v in values.items() if math.isfinite(v)}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and values:
+            logger.log_hyperparams(module.hparams, metrics=values)
+            logger.save()
 
 
 def _requeued(folder: Path, record: dict[str, Any], checkpoints: RunCheckpoints, trainer: L.Trainer,
