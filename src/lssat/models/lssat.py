@@ -160,7 +160,11 @@ class LSSATModel(nn.Module):
         """The backbone's timm `group_matcher` on this model's parameter names, for layer-wise lr
         decay: stem (with lssat's extra stems and mask token), then the blocks; the decoder, heads
         and other auxiliary branches are unmatched, which timm puts in the last layer (scale 1)."""
-        inner = self.backbone.model.group_matcher(coarse=coarse)
+        matcher = getattr(self.backbone.model, "group_matcher", None)
+        if matcher is None:
+            raise ConfigError(f"{self.backbone_name}: layer-wise lr decay needs timm's group_matcher, which this "
+                              f"backbone has not; set trainer.layer_decay / finetune_layer_decay to null")
+        inner = matcher(coarse=coarse)
 
         def under(pattern: str) -> str:  # timm matches names from their start (re.match)
             return r"^backbone\.model\.(?:" + re.sub(r"(^|\|)\^", r"\1", pattern) + ")"
