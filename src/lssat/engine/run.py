@@ -244,6 +244,8 @@ def make_loggers(specs: list[Any], folder: Path) -> list[Any]:
     from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
     out: list[Any] = []
+    if isinstance(specs, (str, dict)):  # `trainer.loggers=csv`: one logger
+        specs = [specs]
     for i, spec in enumerate(specs or []):
         key = f"trainer.loggers[{i}]"
         if spec == "csv":
