@@ -228,9 +228,12 @@ class RunCheckpoints(ModelCheckpoint):
         job = slurm_job_id()
         self.requeued = job or "?"
         if trainer.is_global_zero and job:
-            result = call(["scontrol", "requeue", job])
+            try:
+                result = call(["scontrol", "requeue", job])
+            except OSError as err:  # no scontrol on this node: the checkpoint is written; say so
+                result = f"{type(err).__name__}: {err}"
             if result != 0:
-                log.warning("lssat: scontrol requeue %s failed (exit status %s)", job, result)
+                log.warning("lssat: scontrol requeue %s failed (%s); resume with --resume", job, result)
         trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: Any, module: LSSATModule) -> None:
