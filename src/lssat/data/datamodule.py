@@ -122,6 +122,8 @@ class FaceDataModule(L.LightningDataModule):
             for key in ("balance", "frames_per_video"):
                 if getattr(cfg, key):
                     raise ConfigError(f"data.{key} does not apply to clips (data.clip: one clip per video per epoch)")
+            if cfg.sbi.enabled:
+                raise ConfigError("data.sbi: self-blended fakes are made per frame; they are not available with data.clip")
             cache = cfg.in_memory is True or (cfg.in_memory == "auto" and cfg.image_size <= 128)
             self._clips = {split: ClipDataset(self._datasets[split], cfg.clip, self._datasets[split].transform,
                                               split == "train", cache,
