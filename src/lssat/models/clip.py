@@ -8,8 +8,8 @@ frame model, then *inflated* as VideoMAE inflates an image ViT:
   the image kernel repeated over time and divided by ``tubelet`` (a static clip embeds as its frame);
 - the learned position embedding of the patches is repeated over the ``frames / tubelet`` tubelet
   steps (space-time positions; the CLS position is kept), or, with ``pos_embed: sincos`` or a fixed
-  image table (``model.init: mae``), replaced by VideoMAE's fixed 1-D sinusoid table over the
-  space-time tokens;
+  image table (``model.init: mae``), replaced by a fixed separable space-time table (`space_time_table`:
+  MAE's 2-D sin-cos of the patch grid plus a sinusoid of the tubelet step);
 - CLS token, timm transformer blocks, final norm and pooling are the image model's own.
 
 So with ``frames: 1, tubelet: 1`` the clip model computes exactly the image model's features.
@@ -106,6 +106,18 @@ class ClipOptions:
         return cls(**dict(value))
 
 
+def space_time_table(dim: int, steps: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed separable space-time positions (as the spatiotemporal MAE of Feichtenhofer et al.):
+    MAE's 2-D sin-cos table of the patch grid plus a 1-D sinusoid of the tubelet step, the latter
+    shifted so that step 0 adds nothing (one step gives exactly MAE's table). (steps * gh * gw, dim)."""
+    from lssat.models.backbones import sincos_pos_embed
+
+    space = sincos_pos_embed(dim, grid)[0]  # (gh * gw, dim)
+    time = sinusoid_table(steps, dim)
+    time = time - time[:1]
+    return (time.unsqueeze(1) + space.unsqueeze(0)).reshape(steps * space.shape[0], dim)
+
+
 def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
     """VideoMAE's fixed 1-D sinusoid position table, (positions, dim): sin on even, cos on odd channels."""
     pos = torch.arange(positions, dtype=torch.float64).unsqueeze(1)
@@ -167,12 +179,12 @@ class ClipVitAdapter(VitAdapter):
             prefix = 0 if model.no_embed_class else self.num_prefix_tokens
             cls_pos, patch_pos = old[:, :prefix], old[:, prefix:]
             # init "mae" fixes a 2-D sin-cos table, which repeated over time would carry no time:
-            # a fixed table then becomes VideoMAE's fixed space-time table, as with pos_embed sincos
+            # a fixed table then becomes the fixed space-time table, as with pos_embed sincos
             if options.pos_embed == "learned" and model.pos_embed.requires_grad:
                 patch_pos = patch_pos.repeat(1, steps, 1)
                 model.pos_embed = nn.Parameter(torch.cat([cls_pos, patch_pos], dim=1))
             else:
-                table = sinusoid_table(steps * self.spatial_grid[0] * self.spatial_grid[1], old.shape[-1])
+                table = space_time_table(old.shape[-1], steps, self.spatial_grid)
                 del model.pos_embed
                 model.register_buffer("pos_embed", torch.cat([torch.zeros_like(cls_pos), table.unsqueeze(0)], 1),
                                       persistent=False)
