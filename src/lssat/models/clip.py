@@ -184,10 +184,11 @@ class ClipVitAdapter(VitAdapter):
                 patch_pos = patch_pos.repeat(1, steps, 1)
                 model.pos_embed = nn.Parameter(torch.cat([cls_pos, patch_pos], dim=1))
             else:
-                table = space_time_table(old.shape[-1], steps, self.spatial_grid)
-                del model.pos_embed
-                model.register_buffer("pos_embed", torch.cat([torch.zeros_like(cls_pos), table.unsqueeze(0)], 1),
-                                      persistent=False)
+                # a frozen parameter, as MAE's init leaves the image table: saved with the weights, so
+                # a model rebuilt without init "mae" (inference) loads the same table
+                table = space_time_table(old.shape[-1], steps, self.spatial_grid).to(old)
+                model.pos_embed = nn.Parameter(torch.cat([torch.zeros_like(cls_pos), table.unsqueeze(0)], 1),
+                                               requires_grad=False)
 
     @property
     def num_patches(self) -> int:
