@@ -244,7 +244,7 @@ def summary_table(est: pd.DataFrame, recipes: list[str], base: str) -> tuple[Tab
         cross = average_estimates(held) if held else None
         if len(lomo):
             row["cross-method (held out, mean)"] = fmt(cross, "video_auc")
-            num["cross-method"] = (cross or {}).get("video_auc", math.nan)
+            num["cross-method (held out, mean)"] = (cross or {}).get("video_auc", math.nan)
         words = [f"in-domain {fmt(ind[0] if ind else None, 'video_auc')}"]
         if cross:
             words.append(f"cross-method {fmt(cross, 'video_auc')} (mean of {cross['sets']} held-out methods)")
