@@ -140,6 +140,23 @@ def test_attributes_stay_visible_at_the_default_difficulty():
         assert hidden <= 0.1 * n, (name, hidden)
 
 
+def test_detail_knob_strengthens_only_the_small_attributes():
+    """`detail` darkens make-up, wrinkles, the hat's band and tints lenses; a face without those
+    attributes renders the same at every detail, a face with them changes in their regions."""
+    n = 8
+    small = [ATTRIBUTE_NAMES.index(a) for a in ("Bangs", "Eyeglasses", "Heavy_Makeup", "Wearing_Hat", "Wrinkles")]
+    forced = np.full((n, len(ATTRIBUTE_NAMES)), -1)
+    forced[:, small] = 0
+    plain = {k: render(_faces(n, seed=3, attributes=forced, difficulty={"preset": "hard", "detail": k}), 48)
+             for k in (1.0, 4.0)}
+    np.testing.assert_array_equal(plain[1.0], plain[4.0])
+    forced[:, small] = 1
+    marked = {k: render(_faces(n, seed=3, attributes=forced, difficulty={"preset": "hard", "detail": k}), 48)
+              for k in (1.0, 4.0)}
+    for i in range(n):
+        assert _face_diff(marked[1.0][i], marked[4.0][i])[1] >= 10, i
+
+
 def test_each_expression_visibly_changes_the_face():
     n = 6
     neutral = render(_faces(n, seed=5, expression=np.zeros(n, int)), 64)

@@ -41,6 +41,8 @@ class Difficulty:
     noise: sensor-noise gain (sigma 1.5 to 7 grey levels at 1.0).
     jpeg_min: lowest JPEG quality drawn (uniform up to 95).
     attributes: gain on how visibly the pale-skin attribute shows (its colour shift).
+    detail: how strongly the small attributes show (1.0 as first released; k applies each darkening
+        or tint k times): make-up, wrinkles, the hat's band and colour, glasses, the bangs' length.
     manipulation: strength of the deepfake artefacts (colour mismatch, resampling, seam).
     """
 
@@ -53,6 +55,7 @@ class Difficulty:
     jpeg_min: float = 55.0
     attributes: float = 1.0
     manipulation: float = 1.0
+    detail: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -61,7 +64,8 @@ class Difficulty:
                 raise ConfigError(f"synthetic difficulty: {f.name} must be a number, got {value!r}")
         limits = {"intensity_min": (0.0, 1.0), "jpeg_min": (5.0, 95.0), "zoom": (0.5, 2.0),
                   "expression": (0.0, 4.0), "pose": (0.0, 3.0), "clutter": (0.0, 3.0), "noise": (0.0, 5.0),
-                  "attributes": (0.0, 4.0), "manipulation": (0.0, 4.0)}
+                  "attributes": (0.0, 4.0), "manipulation": (0.0, 4.0),
+                  "detail": (1.0, 4.0)}
         for name, (lo, hi) in limits.items():
             if not lo <= float(getattr(self, name)) <= hi:
                 raise ConfigError(f"synthetic difficulty: {name} must lie in [{lo:g}, {hi:g}], "
@@ -75,9 +79,9 @@ class Difficulty:
 PRESETS: dict[str, Difficulty] = {
     "hard": Difficulty(),
     "default": Difficulty(expression=3.5, intensity_min=1.0, pose=0.1, zoom=1.3, clutter=0.2, noise=1.0,
-                          jpeg_min=80.0, attributes=2.5, manipulation=3.0),
+                          jpeg_min=80.0, attributes=2.5, manipulation=3.0, detail=4.0),
     "easy": Difficulty(expression=4.0, intensity_min=1.0, pose=0.0, zoom=1.35, clutter=0.1, noise=1.0,
-                       jpeg_min=85.0, attributes=3.0, manipulation=4.0),
+                       jpeg_min=85.0, attributes=3.0, manipulation=4.0, detail=4.0),
 }
 DEFAULT = "default"
 

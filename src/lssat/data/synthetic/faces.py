@@ -177,7 +177,7 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
     p["hair_vol"] = d.uniform(0.04, 0.13)
     p["hair_style"] = style
     p["hairline"] = d.uniform(0.5, 0.62) + np.where(male & old, 0.08, 0.0).astype(F32)
-    p["bangs_len"] = d.uniform(0.10, 0.17)
+    p["bangs_len"] = d.uniform(0.10, 0.17) * F32(1 + 0.25 * (k.detail - 1))
     # under a hat, bangs reach at least 0.09 below the brim (render.paint_hat) so they stay visible
     under_hat = p["face_h"] * (p["hairline"] - F32(0.45)) + F32(0.09)
     p["bangs_len"] = np.where(hat & bangs, np.maximum(p["bangs_len"], under_hat), p["bangs_len"]).astype(F32)
@@ -212,6 +212,9 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
                                                            [[0.4, 0.25, 0.15, 0.2]]))], 0.15)
     p["clothes"] = d.uniform(20, 235, 3)
     p["hat_color"] = d.uniform(15, 240, 3)
+    if k.detail != 1:  # more saturated hats, further from hair colours
+        hat_grey = p["hat_color"].mean(1, keepdims=True)
+        p["hat_color"] = np.clip(hat_grey + (p["hat_color"] - hat_grey) * F32(min(k.detail, 2.0)), 0, 255).astype(F32)
     p["frame_color"] = np.where(d.bern(0.6)[:, None], d.uniform(10, 60, 3), d.uniform(60, 220, 3)).astype(F32)
 
     # expression geometry: the face's own neutral plus intensity x the class prototype
@@ -259,6 +262,7 @@ def sample_faces(u: np.ndarray, dark: np.ndarray, expression: np.ndarray | None 
     p["noise"] = _shrink(d.uniform(1.5, 7.0), 0.0, k.noise)
     p["jpeg_quality"] = np.round(d.uniform(float(k.jpeg_min), 95)).astype(np.int64)
     p["manipulation"] = np.full(b, k.manipulation, F32)
+    p["detail"] = np.full(b, k.detail, F32)
     p["motion"] = d.uniform(0, 1, 12)  # per-clip motion for video frames (see video.py)
     return p
 

@@ -30,6 +30,16 @@ def offsets(p: Params) -> dict[str, np.ndarray]:
             "eyes": [(eu - p["eye_dx"], left_w, F32(1)), (eu + p["eye_dx"], right_w, F32(-1))]}
 
 
+def strength(p: Params, alpha: float) -> np.ndarray | np.float32:
+    """A darkening or tint of opacity `alpha` applied `detail` times (the difficulty knob that makes
+    small attributes show): 1 - (1 - alpha) ** detail per face, shaped (B, 1, 1); exactly `alpha`
+    at detail 1."""
+    k = p.get("detail")
+    if k is None or np.all(k == 1):
+        return F32(alpha)
+    return col(F32(1) - np.power(F32(1 - alpha), k.astype(F32)))
+
+
 def line_width(r: Region, width) -> np.ndarray:
     """A stroke width of at least 0.8 pixel."""
     return np.maximum(col(width), F32(0.8) * r.pix)
@@ -62,7 +72,7 @@ def paint_wrinkles(cv: Canvas, p: Params, o: dict) -> None:
         w = line_width(r, 0.012)
         lines = np.maximum(lines, ramp(np.maximum(np.abs(r.V - col(v) - F32(0.02) * np.square(
             (r.U - col(fu)) / col(half))) - w / 2, np.abs(r.U - col(fu)) - col(half)), r.pix))
-    r.multiply(F32(1) - F32(0.45) * lines)
+    r.multiply(F32(1) - strength(p, 0.45) * lines)
     for (ecx, ew, inward) in o["eyes"]:
         nose_side = o["nu"] - inward * p["nose_w"] * F32(0.9)
         corner = o["mu"] - inward * (p["mouth_w"] + F32(0.035))
@@ -75,7 +85,7 @@ def paint_wrinkles(cv: Canvas, p: Params, o: dict) -> None:
         bag = r.segment(ecx - ew * 0.7, p["eye_y"] + p["eye_h"] * 1.5 + 0.018,
                         ecx + ew * 0.7, p["eye_y"] + p["eye_h"] * 1.5 + 0.018,
                         np.maximum(0.01, 0.7 * r.pix.ravel()))
-        r.multiply(F32(1) - F32(0.4) * np.maximum(fold, bag))
+        r.multiply(F32(1) - strength(p, 0.4) * np.maximum(fold, bag))
 
 
 def paint_nose(cv: Canvas, p: Params, o: dict) -> None:
@@ -106,7 +116,7 @@ def paint_eyes(cv: Canvas, p: Params, o: dict) -> None:
     for ecx, ew, inward in o["eyes"]:
         r = cv.region(ecx - ew - 0.03, ecx + ew + 0.03, ey - eh - 0.07, ey + eh + 0.03)
         if makeup.any():
-            r.paint(r.ellipse(ecx, ey - eh * 0.9, ew * 1.1, eh * 0.9 + 0.03) * F32(0.6) * makeup,
+            r.paint(r.ellipse(ecx, ey - eh * 0.9, ew * 1.1, eh * 0.9 + 0.03) * strength(p, 0.6) * makeup,
                     p["eyeshadow"])
         t = (r.U - col(ecx)) / col(ew)
         w = np.clip(F32(1) - t * t, 0, 1)

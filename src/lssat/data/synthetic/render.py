@@ -161,7 +161,8 @@ def paint_hat(cv: Canvas, p: Params, o: dict) -> None:
     cap = col(p["hat_style"]).astype(F32)
     brim = r.ellipse(fu + p["yaw"] * 0.05, brim_v + 0.015, fw * 1.35, 0.05) * cap
     cuff = dome * r.span(brim_v - 0.08, brim_v + 0.03, "v") * (F32(1) - cap)
-    r.paint(np.maximum(brim, cuff), p["hat_color"] * F32(0.72))
+    band = F32(1) - features.strength(p, 0.28)  # darker band with more detail
+    r.paint(np.maximum(brim, cuff), p["hat_color"] * (band if np.ndim(band) == 0 else band.reshape(-1, 1)))
 
 
 def paint_glasses(cv: Canvas, p: Params, o: dict) -> None:
@@ -169,6 +170,8 @@ def paint_glasses(cv: Canvas, p: Params, o: dict) -> None:
     ey = p["eye_y"] + 0.005
     b = np.maximum(p["eye_h"] * 1.9, 0.075)
     lens_alpha = col(np.where(p["sun"], 0.88, 0.16)).astype(F32)
+    if np.ndim(features.strength(p, 0.16)):  # more tinted clear lenses with more detail
+        lens_alpha = np.where(col(p["sun"]), lens_alpha, features.strength(p, 0.16)).astype(F32)
     lens_color = np.where(p["sun"][:, None], np.array([18, 20, 26], F32), np.array([200, 215, 225], F32))
     (lx, lw, _), (rx, rw, _) = o["eyes"]
     fu, fw = o["fu"], p["face_w"]
