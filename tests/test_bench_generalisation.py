@@ -179,10 +179,14 @@ def test_bootstrap_metrics_match_the_engine_metrics():
 
 
 def test_shifted_domain_changes_the_documented_statistics_not_the_default():
+    # the default domain's pixels are those of the generator before domains existed (at difficulty
+    # hard, the generator as first released: the presets' calibration may change, the domain may not)
+    hard = generate("deepfake", 16, size=16, seed=5, split="test", difficulty="hard")
+    assert hashlib.sha256(hard.images.tobytes()).hexdigest() == \
+        "5815374c2246259f8fd6557b44a0250a974e5b6215b59af9d76f0a8e0e0b01fa"
+    assert np.array_equal(generate("deepfake", 16, size=16, seed=5, split="test", difficulty="hard",
+                                   domain="default").images, hard.images)
     default = generate("deepfake", 16, size=16, seed=5, split="test")
-    # the default domain's pixels are those of the generator before domains existed
-    assert hashlib.sha256(default.images.tobytes()).hexdigest() == \
-        "f6f40fe42745afa5b929269629b27a1316c9a37d8ee2b8b89ec821d881f5ea13"
     shifted = generate("deepfake", 16, size=16, seed=5, split="test", domain="shifted")
     assert [r.video_id for r in shifted.records] == [r.video_id for r in default.records]
     assert [r.label for r in shifted.records] == [r.label for r in default.records]
