@@ -172,9 +172,6 @@ def make_model(cfg: RunConfig, num_outputs: int, recipe: Any, norm: dict[str, An
                       norm_std=(norm or {}).get("std"), init=resolve_init(m.init, recipe))
 
 
-def resolve_init(init: str | None, recipe: Any) -> str:
-    """model.init, where null means "mae" (MAE/SSAT's from-scratch init) for the SSAT family and the
-    supervised baseline, and "timm" for HMTL's recipes (puzzle, in-painting), built on timm's models."""
 def backbone_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """model.kwargs, plus timm's drop_path_rate = trainer.finetune_drop_path for a pretrain-finetune
     run (LSSATModule turns drop path off while pre-training) unless model.kwargs sets it."""
@@ -185,6 +182,9 @@ def backbone_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return kwargs
 
 
+def resolve_init(init: str | None, recipe: Any) -> str:
+    """model.init, where null means "mae" (MAE/SSAT's from-scratch init) for the SSAT family and the
+    supervised baseline, and "timm" for HMTL's recipes (puzzle, in-painting), built on timm's models."""
     if init is not None:
         return init
     return "timm" if {"puzzle", "inpaint"} & set(recipe.aux) else "mae"
