@@ -48,7 +48,7 @@ from torch import nn
 
 from lssat.errors import ConfigError, InputError
 from lssat.models.auxiliary.mae import TargetSpec
-from lssat.models.backbones import BackboneAdapter, VitAdapter, _with_visible
+from lssat.models.backbones import BackboneAdapter, VitAdapter
 from lssat.models.lssat import LSSATModel
 from lssat.models.masking import PatchMask, num_kept
 
@@ -194,14 +194,6 @@ class ClipVitAdapter(VitAdapter):
     def num_patches(self) -> int:
         """Tokens of a clip: tubelet steps x spatial patches."""
         return self.time_steps * self.spatial_grid[0] * self.spatial_grid[1]
-
-    def after_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model._pos_embed(x)
-
-    def encode(self, tokens, keep=None, mask=None):
-        self._check(mask)
-        x = self.model.norm_pre(_with_visible(tokens, keep, self.num_prefix_tokens))
-        return self.model.norm(self.model.blocks(x))
 
     def add_stem(self, key: str, in_chans: int) -> None:
         """A copy of the tubelet embedding taking `in_chans` channels (kernel summed over channels)."""

@@ -99,6 +99,17 @@ def split_by_identity(members: dict[str, tuple[str, ...]], fractions: dict[str, 
     return out
 
 
+def assign_splits(members: dict[str, tuple[str, ...]], options: argparse.Namespace, skipped: Counter,
+                  by: str) -> tuple[dict[str, str], str]:
+    """(split of each video, how it was made): every video in ``--as-split`` when given, else a
+    seeded split by identity (`split_by_identity`) at the ``--val-fraction`` / ``--test-fraction``."""
+    if options.as_split is not None:
+        return {rel: options.as_split for rel in members}, f"all in {options.as_split} (--as-split)"
+    fractions = {"train": 1.0 - options.val_fraction - options.test_fraction,
+                 "val": options.val_fraction, "test": options.test_fraction}
+    return split_by_identity(members, fractions, options.seed, skipped), fractions_text(fractions, options.seed, by)
+
+
 def fractions_text(fractions: dict[str, float], seed: int, by: str) -> str:
     """How a generated split was made, for the header's info."""
     parts = "/".join(f"{fractions[s]:g}" for s in SPLITS if s in fractions)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lssat.data.formats import ImportResult
 from lssat.data.formats._common import check_fractions
-from lssat.data.formats._videos import add_split_options, fractions_text, split_by_identity, video_files, video_record
+from lssat.data.formats._videos import add_split_options, assign_splits, video_files, video_record
 from lssat.data.index import IndexHeader
 from lssat.errors import DataError
 
@@ -68,15 +68,7 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
             actors = (m.group(1),) if label == 0 else (m.group(1), m.group(2))
             videos[rel] = (label, actors, m.group(2) if label == 0 else m.group(3))
 
-    fractions = {"train": 1.0 - options.val_fraction - options.test_fraction,
-                 "val": options.val_fraction, "test": options.test_fraction}
-    if options.as_split is not None:
-        split_of = {rel: options.as_split for rel in videos}
-        how = f"all in {options.as_split} (--as-split)"
-    else:
-        split_of = split_by_identity({rel: a for rel, (_, a, _) in videos.items()}, fractions,
-                                     options.seed, skipped)
-        how = fractions_text(fractions, options.seed, "actor")
+    split_of, how = assign_splits({rel: a for rel, (_, a, _) in videos.items()}, options, skipped, "actor")
     records = []
     for rel in sorted(split_of):
         label, actors, scene = videos[rel]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lssat.data.formats import ImportResult
 from lssat.data.formats._common import check_fractions
-from lssat.data.formats._videos import add_split_options, fractions_text, split_by_identity, video_files, video_record
+from lssat.data.formats._videos import add_split_options, assign_splits, video_files, video_record
 from lssat.data.index import IndexHeader
 from lssat.errors import DataError
 
@@ -57,15 +57,7 @@ def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
                 continue
             videos[rel] = (label, m.group(1))
 
-    fractions = {"train": 1.0 - options.val_fraction - options.test_fraction,
-                 "val": options.val_fraction, "test": options.test_fraction}
-    if options.as_split is not None:
-        split_of = {rel: options.as_split for rel in videos}
-        how = f"all in {options.as_split} (--as-split)"
-    else:
-        split_of = split_by_identity({rel: (i,) for rel, (_, i) in videos.items()}, fractions,
-                                     options.seed, skipped)
-        how = fractions_text(fractions, options.seed, "identity")
+    split_of, how = assign_splits({rel: (i,) for rel, (_, i) in videos.items()}, options, skipped, "identity")
     reals = {i: rel for rel, (label, i) in videos.items() if label == 0}
     records = []
     for rel in sorted(split_of):
