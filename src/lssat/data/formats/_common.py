@@ -7,6 +7,7 @@ gives the same split whatever order the file system lists it in.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 from collections import Counter, defaultdict
@@ -16,6 +17,19 @@ from pathlib import Path
 from lssat.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def read_json(path: Path, what: str) -> object:
+    """The parsed JSON of a dataset file (`what` names it in errors); bad JSON is a DataError
+    naming the file and the line."""
+    from lssat.paths import read_text
+
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (ValueError, RecursionError) as err:
+        raise DataError(f"{path}: not valid JSON ({err or 'nested too deeply'})") from None
 
 
 def require_dir(path: Path, what: str) -> Path:

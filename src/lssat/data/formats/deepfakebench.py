@@ -26,16 +26,14 @@ lists its test videos under train as well) is kept once, in the most held-out sp
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 from lssat.data.formats import ImportResult
-from lssat.data.formats._common import FileLister, image_is_readable, progress, resolve_under
+from lssat.data.formats._common import FileLister, image_is_readable, progress, read_json, resolve_under
 from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.errors import DataError
-from lssat.paths import read_text
 
 NAME = "deepfakebench"
 HELP = "DeepfakeBench's dataset_json/<Dataset>.json over its preprocessed frames: real vs fake"
@@ -161,12 +159,7 @@ def _frame_number(rel: str, position: int) -> int:
 def build_index(root: Path, options: argparse.Namespace) -> ImportResult:
     """Index a DeepfakeBench JSON as frame records."""
     path = _find_json(root, options.json)
-    try:
-        content = json.loads(read_text(path, "DeepfakeBench JSON"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except (ValueError, RecursionError) as err:
-        raise DataError(f"{path}: not valid JSON ({err or 'nested too deeply'})") from None
+    content = read_json(path, "DeepfakeBench JSON")
     if not isinstance(content, dict) or not content:
         raise DataError(f"{path}: expected an object {{dataset: {{label: {{split: ...}}}}}}")
     if options.dataset is not None:

@@ -28,12 +28,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 from collections import Counter
 from pathlib import Path
 
 from lssat.data.formats import ImportResult
-from lssat.data.formats._common import check_fractions
+from lssat.data.formats._common import check_fractions, read_json
 from lssat.data.formats._videos import (add_skip_missing, add_split_options, check_relative, fractions_text,
                                         is_video_name, missing_video, split_by_identity, video_files,
                                         video_record)
@@ -74,12 +73,7 @@ def find_parts(root: Path) -> tuple[list[Path], Path | None]:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(read_text(path, "DFDC metadata"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except (ValueError, RecursionError) as err:
-        raise DataError(f"{path}: not valid JSON ({err or 'nested too deeply'})") from None
+    data = read_json(path, "DFDC metadata")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{\"<name>.mp4\": {{\"label\": \"REAL\" | \"FAKE\", ...}}}}")
     return data

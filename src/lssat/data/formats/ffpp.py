@@ -21,16 +21,14 @@ get the seeded identity split.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 from lssat.data.formats import ImportResult
-from lssat.data.formats._common import check_fractions, group_split, require_dir
+from lssat.data.formats._common import check_fractions, group_split, read_json, require_dir
 from lssat.data.index import SPLITS, IndexHeader, Record
 from lssat.errors import ConfigError, DataError
-from lssat.paths import read_text
 
 NAME = "ffpp"
 HELP = "FaceForensics++ videos (original_sequences/, manipulated_sequences/): real vs fake"
@@ -70,12 +68,7 @@ def read_split_lists(folder: Path) -> dict[str, str]:
         path = folder / f"{split}.json"
         if not path.exists():
             raise DataError(f"{path}: split list not found (--splits needs train.json, val.json, test.json)")
-        try:
-            pairs = json.loads(read_text(path, "split list"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        except (ValueError, RecursionError) as err:
-            raise DataError(f"{path}: not valid JSON ({err or 'nested too deeply'})") from None
+        pairs = read_json(path, "split list")
         if not isinstance(pairs, list):
             raise DataError(f"{path}: expected a JSON list of [id, id] pairs")
         for n, pair in enumerate(pairs):
