@@ -139,9 +139,11 @@ def test_a_crashing_worker_fails_its_cell_and_the_grid_goes_on(tmp_path, monkeyp
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_parallel_run_resumes_without_losing_or_repeating_cells(tmp_path, sig):
     bench, log = tmp_path / "bench", tmp_path / "calls.log"
-    env = {**os.environ, "LSSAT_FAKE_DELAY": "1.0", "LSSAT_FAKE_LOG": str(log), "PYTHONUNBUFFERED": "1"}
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_bench_jobs as t; "
-            "sys.exit(t.drive(sys.argv[2], 2))")
+    env = {**os.environ, "LSSAT_FAKE_DELAY": "0.4", "LSSAT_FAKE_LOG": str(log), "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C's default: a test suite started in the background (`cmd &`) ignores SIGINT, and a child
+    # would inherit that
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.path.insert(0, sys.argv[1]); import test_bench_jobs as t; sys.exit(t.drive(sys.argv[2], 2))")
     proc = subprocess.Popen([sys.executable, "-c", code, TESTS, str(bench)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     workers: set[int] = set()
