@@ -170,8 +170,9 @@ def paint_glasses(cv: Canvas, p: Params, o: dict) -> None:
     ey = p["eye_y"] + 0.005
     b = np.maximum(p["eye_h"] * 1.9, 0.075)
     lens_alpha = col(np.where(p["sun"], 0.88, 0.16)).astype(F32)
-    if np.ndim(features.strength(p, 0.16)):  # more tinted clear lenses with more detail
-        lens_alpha = np.where(col(p["sun"]), lens_alpha, features.strength(p, 0.16)).astype(F32)
+    clear = features.strength(p, 0.16)  # more tinted clear lenses with more detail
+    if np.ndim(clear):
+        lens_alpha = np.where(col(p["sun"]), lens_alpha, clear).astype(F32)
     lens_color = np.where(p["sun"][:, None], np.array([18, 20, 26], F32), np.array([200, 215, 225], F32))
     (lx, lw, _), (rx, rw, _) = o["eyes"]
     fu, fw = o["fu"], p["face_w"]
