@@ -21,16 +21,15 @@ import hashlib
 import json
 import math
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lssat import presets
+from lssat.confkit import annotation_at, apply_aliases, build, coerce_text, merge, resolve_alias, set_dotted
 from lssat.data.settings import DataConfig
 from lssat.errors import ConfigError
 
@@ -290,124 +289,6 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-# --------------------------------------------------------------------------- types
-
-_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               type(None): "null", list: "a list", tuple: "a list", dict: "a mapping"}
-
-
-def _options(annotation: Any) -> list[Any]:
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return list(typing.get_args(annotation)) if union else [annotation]
-
-
-def _describe(annotation: Any) -> str:
-    bases = [typing.get_origin(o) or o for o in _options(annotation)]
-    return " or ".join(dict.fromkeys(_TYPE_WORDS.get(b, getattr(b, "__name__", str(b))) for b in bases))
-
-
-def _fits(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """Whether `value` is of the annotated type, and the value normalised (int -> float, list -> tuple)."""
-    if annotation is Any:
-        return True, value
-    for option in _options(annotation):
-        base = typing.get_origin(option) or option
-        args = typing.get_args(option)
-        if option is type(None) and value is None:
-            return True, None
-        if base is bool and isinstance(value, bool):
-            return True, value
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return True, value
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if base is float and isinstance(value, str) and _FLOAT.match(value):
-            return True, float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-        if base is str and isinstance(value, str):
-            return True, value
-        if base in (list, tuple) and isinstance(value, (list, tuple)):
-            checked = [_fits(item, args[0] if args else Any) for item in value]
-            if all(ok for ok, _ in checked):
-                items = [item for _, item in checked]
-                return True, tuple(items) if base is tuple else items
-        if base is dict and isinstance(value, Mapping):
-            return True, dict(value)
-        if dataclasses.is_dataclass(base) and isinstance(value, (Mapping, base)):
-            return True, value
-    return False, value
-
-
-def _section_class(annotation: Any) -> type | None:
-    for option in _options(annotation):
-        if dataclasses.is_dataclass(option):
-            return option
-    return None
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """A dataclass from a mapping, every value checked against its field's type."""
-    if isinstance(data, cls):
-        return data
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix}: expected a mapping of settings, got {data!r}")
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key '{where}{unknown[0]}'; valid keys"
-                          f"{' under ' + prefix if prefix else ''}: {', '.join(names)}")
-    if cls is DataConfig:
-        return DataConfig.from_dict(data)  # validates itself, naming data.* keys
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        section = _section_class(hints[key])
-        if section is not None and (value is not None or type(None) not in _options(hints[key])):
-            kwargs[key] = _build(section, value, dotted)
-            continue
-        ok, value = _fits(value, hints[key])
-        if not ok:
-            raise ConfigError(f"{dotted}: expected {_describe(hints[key])}, got {value!r}")
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _annotation_at(path: list[str]) -> Any:
-    """The type annotation of a dotted key (Any inside free-form mappings); ConfigError if unknown."""
-    cls: Any = RunConfig
-    for i, part in enumerate(path):
-        section = _section_class(cls) if cls is not Any else None
-        if section is None:
-            return Any  # inside a dict[str, Any] (model.kwargs, recipe.overrides, ...)
-        hints = typing.get_type_hints(section)
-        if part not in hints:
-            where = ".".join(path[:i])
-            raise ConfigError(f"unknown config key '{'.'.join(path)}'; valid keys"
-                              f"{' under ' + where if where else ''}: {', '.join(hints)}")
-        cls = hints[part]
-    return cls
-
-
-def coerce_text(text: str, annotation: Any, key: str) -> Any:
-    """Command-line text as a value of the annotated type (YAML syntax for numbers, lists, null)."""
-    try:
-        parsed = yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        parsed = text
-    ok, value = _fits(parsed, annotation)
-    if ok:
-        return value
-    if str in [typing.get_origin(o) or o for o in _options(annotation)]:
-        return text  # e.g. a file name that YAML reads as a number
-    if annotation is Any:
-        return parsed
-    raise ConfigError(f"{key}: expected {_describe(annotation)}, got {text!r}")
-
-
 # --------------------------------------------------------------------------- sources
 
 def preset_names(group: str = "train") -> list[str]:
@@ -438,14 +319,7 @@ def _read_source(source: str | Path, base: Path | None) -> tuple[dict[str, Any],
     return presets.parse_mapping(text, f"config {name}"), None, name
 
 
-def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "kwargs":
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+_REPLACED = ("kwargs",)  # a model's keyword arguments are one setting: a later source replaces them whole
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -466,8 +340,8 @@ def _load_tree(source: str | Path, base: Path | None, seen: tuple[str, ...]) -> 
         raise ConfigError(f"config {name}: defaults must be a list of presets or files, got {defaults!r}")
     tree: dict[str, Any] = {}
     for item in defaults:
-        tree = _merge(tree, _load_tree(item, folder, seen + (name,)))
-    return _merge(tree, _normalise(data))
+        tree = merge(tree, _load_tree(item, folder, seen + (name,)), replace=_REPLACED)
+    return merge(tree, apply_aliases(_normalise(data), f"config {name}"), replace=_REPLACED)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -476,10 +350,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: expected key.sub=value")
-    path = key.split(".")
+    path = resolve_alias(key.split("."))
     if path == ["recipe"]:
         return ["recipe", "name"], text
-    return path, coerce_text(text, _annotation_at(path), key)
+    return path, coerce_text(text, annotation_at(RunConfig, path), key)
 
 
 def load_config(sources: str | Path | Sequence[str | Path], overrides: Sequence[str] = ()) -> RunConfig:
@@ -488,23 +362,20 @@ def load_config(sources: str | Path | Sequence[str | Path], overrides: Sequence[
         sources = [sources]
     tree: dict[str, Any] = {}
     for source in sources:
-        tree = _merge(tree, _load_tree(source, None, ()))
+        tree = merge(tree, _load_tree(source, None, ()), replace=_REPLACED)
+    spelt: dict[str, str] = {}  # internal key -> how the overrides spelt it
     for item in overrides:
         path, value = parse_override(item)
-        node = tree
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {} if child is None or not isinstance(child, Mapping) else dict(child)
-                node[part] = child
-            node = child
-        node[path[-1]] = value
+        given, dotted = item.partition("=")[0].strip(), ".".join(path)
+        if spelt.setdefault(dotted, given) != given:
+            raise ConfigError(f"overrides {spelt[dotted]} and {given} both given (both set {dotted}); keep one")
+        set_dotted(tree, path, value)
     return config_from_dict(tree)
 
 
 def config_from_dict(tree: Mapping[str, Any]) -> RunConfig:
     """A RunConfig from a plain mapping (e.g. a run folder's config.yaml)."""
-    tree = _normalise(dict(tree))
+    tree = apply_aliases(_normalise(dict(tree)), "config")
     task, data = tree.get("task") or {}, tree.get("data")
     if isinstance(task, Mapping) and isinstance(data, Mapping) and isinstance(data.get("synthetic"), Mapping):
         if task.get("kind") and "task" not in data["synthetic"]:
@@ -512,7 +383,7 @@ def config_from_dict(tree: Mapping[str, Any]) -> RunConfig:
     if tree.get("data") is None:
         raise ConfigError("data: missing; give data.index (an index file) or data.synthetic")
     _check_finite(tree, "")
-    return _build(RunConfig, tree, "")
+    return build(RunConfig, tree, "", builders={DataConfig: DataConfig.from_dict})  # validates itself
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
