@@ -398,15 +398,15 @@ def test_cap_frames_orders_by_frame_not_position():
     ({"index": "i.jsonl", "frames_per_video": 0}, "data.frames_per_video"),
     ({"index": "i.jsonl", "frame_sampling": "middle"}, "data.frame_sampling"),
     ({"index": "i.jsonl", "balance": "yes"}, "data.balance"),
-    ({"index": "i.jsonl", "batchsize": 8}, "unknown setting 'batchsize'"),
+    ({"index": "i.jsonl", "batchsize": 8}, "unknown config key 'data.batchsize'"),
     ({"index": "i.jsonl", "augment": {"crop_scale": [0.9, 0.5]}}, "data.augment.crop_scale"),
     ({"index": "i.jsonl", "augment": {"crop_scale": 0.5}}, "data.augment.crop_scale"),
     ({"index": "i.jsonl", "augment": {"randaugment_magnitude": 40}}, "data.augment.randaugment_magnitude"),
     ({"index": "i.jsonl", "augment": {"random_erasing": 2}}, "data.augment.random_erasing"),
-    ({"index": "i.jsonl", "augment": {"flip": 0.5}}, "unknown setting 'flip'"),
+    ({"index": "i.jsonl", "augment": {"flip": 0.5}}, "unknown config key 'data.augment.flip'"),
     ({"synthetic": {"task": "age"}}, "data.synthetic.task"),
     ({"synthetic": {"task": "expression", "train": 0}}, "data.synthetic.train"),
-    ({"synthetic": {"task": "expression", "n": 5}}, "unknown setting 'n'"),
+    ({"synthetic": {"task": "expression", "n": 5}}, "unknown config key 'data.synthetic.n'"),
 ])
 def test_config_validation(settings, message):
     with pytest.raises(ConfigError, match=message):

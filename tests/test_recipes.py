@@ -88,7 +88,7 @@ BAD = [
     ({"hmtl_weights": {"task": -1.0}}, "hmtl_weights.task"),
     ({"norm_pix": True, "targets": ["ldp"], "target_encoding": "index"}, "norm_pix"),
     ({"colour": "red"}, "unknown field 'colour'"),
-    ({"texture.radius": 2}, "unknown field texture.radius"),
+    ({"texture.radius": 2}, "unknown field 'texture.radius'"),
 ]
 
 

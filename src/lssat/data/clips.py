@@ -24,13 +24,14 @@ A clip with an unreadable frame is skipped as a whole (or raises in strict mode)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lssat.confkit import check_keys, field_names
 from lssat.data.index import Record
 from lssat.data.loading import FaceCollate, ImageSource
 from lssat.errors import ConfigError, DataError
@@ -57,10 +58,7 @@ class ClipConfig:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"data.clip must be a mapping (frames, stride, eval_clips), got {value!r}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ConfigError(f"data.clip: unknown setting {unknown[0]!r} (known: {', '.join(known)})")
+        check_keys(value, field_names(cls), "data.clip")
         return cls(**dict(value))
 
     def to_dict(self) -> dict[str, int]:

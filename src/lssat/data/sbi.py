@@ -40,7 +40,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lssat.confkit import check_keys, field_names
 from lssat.data.index import Record
 from lssat.errors import ConfigError, DataError, MissingDependencyError
 
@@ -92,10 +93,7 @@ class SBIConfig:
             return cls()
         if not isinstance(data, Mapping):
             raise ConfigError(f"data.sbi must be a mapping (enabled, probability, real_only), got {data!r}")
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(f"data.sbi: unknown setting {unknown[0]!r} (known: {', '.join(names)})")
+        check_keys(data, field_names(cls), "data.sbi")
         return cls(**data)
 
 

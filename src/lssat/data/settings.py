@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lssat.confkit import check_keys, field_names
 from lssat.data.clips import ClipConfig
 from lssat.data.index import TASKS
 from lssat.data.sampling import FRAME_MODES
@@ -29,13 +30,6 @@ def _positive_int(value: Any, name: str, allow_none: bool = False, minimum: int 
     if not _is_int(value) or value < minimum:
         extra = "null or " if allow_none else ""
         raise ConfigError(f"{name} must be {extra}an integer >= {minimum}, got {value!r}")
-
-
-def _unknown_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(names)})")
 
 
 @dataclass
@@ -69,7 +63,7 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SyntheticConfig:
         """Build from a config mapping; an unknown key is a ConfigError naming it."""
-        _unknown_keys(data, cls, "data.synthetic")
+        check_keys(data, field_names(cls), "data.synthetic")
         return cls(**data)
 
 
@@ -161,7 +155,7 @@ class DataConfig:
         """Build from a config mapping (e.g. parsed YAML); unknown keys are a ConfigError naming them."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"data must be a mapping of settings, got {data!r}")
-        _unknown_keys(data, cls, "data")
+        check_keys(data, field_names(cls), "data")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

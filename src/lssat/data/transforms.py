@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from lssat.confkit import check_keys, field_names
 from lssat.errors import ConfigError
 
 
@@ -102,10 +103,7 @@ class AugmentConfig:
     def from_dict(cls, data: dict[str, Any] | None) -> AugmentConfig:
         """Build from a config mapping; an unknown key is a ConfigError naming it."""
         data = dict(data or {})
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            known = ", ".join(cls.__dataclass_fields__)
-            raise ConfigError(f"data.augment: unknown setting {unknown[0]!r} (known: {known})")
+        check_keys(data, field_names(cls), "data.augment")
         return cls(**data)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from lssat import presets
+from lssat.confkit import check_keys, field_names, set_dotted, unknown_key_error
 from lssat.errors import ConfigError
 
 IMAGE_KINDS = ("rgb", "ldp", "lbp")
@@ -230,17 +231,6 @@ def _read_yaml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     return data, (Path(name).stem if folder is not None else name)
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"recipe override {dotted}: {part} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Strings from a command line become YAML scalars/lists when the field is not a string."""
     if isinstance(value, str) and not isinstance(default, str) and key not in ("perceptual_weights",):
@@ -260,17 +250,14 @@ def _build(data: dict[str, Any], name: str) -> Recipe:
     for raw_key, value in data.items():
         key = _ALIASES.get(raw_key, raw_key)
         if key not in fields:
-            raise ConfigError(f"recipe {name}: unknown field {raw_key!r}; fields: {', '.join(fields)}")
+            raise unknown_key_error("", str(raw_key), list(fields), noun="field", label=f"recipe {name}")
         if key in _SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, dict):
                 raise ConfigError(f"recipe {name}: {key} must be a mapping, got {value!r}")
             section = _SECTIONS[key]
-            known = {f.name for f in dataclasses.fields(section)}
-            bad = set(value) - known
-            if bad:
-                raise ConfigError(f"recipe {name}: unknown field {key}.{sorted(bad)[0]}; fields: {', '.join(sorted(known))}")
+            check_keys(value, field_names(section), key, noun="field", label=f"recipe {name}")
             base = getattr(defaults, key)
             kwargs[key] = section(**{k: _coerce(k, v, getattr(base, k)) for k, v in value.items()})
         elif key == "hmtl_weights":
@@ -306,7 +293,7 @@ def load_recipe(name_or_path: str | Path | Recipe = "ssat", overrides: Mapping[s
             name = str(value)
         elif isinstance(value, dict) and key in _SECTIONS:
             for sub, sub_value in value.items():
-                _set(data, f"{key}.{sub}", sub_value)
+                set_dotted(data, [key, sub], sub_value, where="recipe override")
         else:
-            _set(data, key, value)
+            set_dotted(data, key, value, where="recipe override")
     return _build(data, name)
