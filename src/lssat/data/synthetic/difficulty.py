@@ -79,7 +79,7 @@ class Difficulty:
 PRESETS: dict[str, Difficulty] = {
     "hard": Difficulty(),
     "default": Difficulty(expression=3.5, intensity_min=1.0, pose=0.1, zoom=1.3, clutter=0.2, noise=1.0,
-                          jpeg_min=80.0, attributes=2.5, manipulation=3.0, detail=4.0),
+                          jpeg_min=80.0, attributes=2.5, manipulation=4.0, detail=1.0),
     "easy": Difficulty(expression=4.0, intensity_min=1.0, pose=0.0, zoom=1.35, clutter=0.1, noise=1.0,
                        jpeg_min=85.0, attributes=3.0, manipulation=4.0, detail=4.0),
 }
