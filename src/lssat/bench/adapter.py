@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lssat.confkit import apply_aliases, resolve_alias, set_dotted
 from lssat.errors import MissingDependencyError
 
 RECORD_FILE = "run_record.json"
@@ -28,9 +29,9 @@ def axis_fragment(seed: int, fraction: float) -> dict[str, Any]:
     """The config fragment that sets a cell's seed and training fraction."""
     out: dict[str, Any] = {}
     for dotted in SEED_KEYS:
-        _put(out, dotted, seed)
+        set_dotted(out, dotted, seed)
     if fraction != 1.0:
-        _put(out, FRACTION_KEY, fraction)
+        set_dotted(out, FRACTION_KEY, fraction)
     return out
 
 
@@ -39,11 +40,15 @@ def recipe_fragment(name: str) -> dict[str, Any]:
     return {"recipe": {"name": name}}
 
 
-def _put(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[last] = value
+def normalise_fragment(fragment: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config fragment with other libraries' key names (timm's ``task.smoothing``...,
+    `lssat.confkit.ALIASES`) turned into the engine's, so a cell's id does not depend on the spelling."""
+    return apply_aliases(fragment, where)
+
+
+def override_path(dotted: str) -> list[str]:
+    """The engine's key path of a dotted override key (an alias resolved)."""
+    return resolve_alias(dotted.split("."))
 
 
 def check_config(config: dict[str, Any]) -> None:

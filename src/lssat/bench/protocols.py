@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lssat.confkit import merge
 from lssat.errors import ConfigError
 
 LOMO = "leave_one_method_out"
@@ -102,21 +103,14 @@ def check_task_entry(entry: Mapping[str, Any], where: str) -> None:
 
 
 def _synthetic_of(base: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any] | None:
-    from lssat.bench.spec import deep_merge
-
-    data: dict[str, Any] = {}
-    deep_merge(data, (base or {}).get("data") or {})
-    deep_merge(data, (entry.get("config") or {}).get("data") or {})
+    data = merge(merge({}, (base or {}).get("data") or {}), (entry.get("config") or {}).get("data") or {})
     syn = data.get("synthetic")
     return copy.deepcopy(dict(syn)) if isinstance(syn, Mapping) else None
 
 
 def eval_synthetic(task_synthetic: Mapping[str, Any] | None, given: Mapping[str, Any]) -> dict[str, Any]:
     """An eval set's synthetic setting: `given` merged over the task's own, test split only."""
-    from lssat.bench.spec import deep_merge
-
-    out = copy.deepcopy(dict(task_synthetic or {}))
-    deep_merge(out, given)
+    out = merge(copy.deepcopy(dict(task_synthetic or {})), given)
     out.setdefault("test", 200)
     given_options = given.get("options") or {}
     if "methods" not in given_options:  # every method, whatever a protocol group trained on
@@ -128,7 +122,7 @@ def eval_synthetic(task_synthetic: Mapping[str, Any] | None, given: Mapping[str,
 def expand_tasks(tasks: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any],
                  base: Mapping[str, Any], where: str) -> dict[str, TaskGroup]:
     """The task groups of a spec's tasks: each task, plus its protocol's groups (module docstring)."""
-    from lssat.bench.spec import deep_merge, substitute
+    from lssat.bench.spec import substitute
 
     groups: dict[str, TaskGroup] = {}
     for label, entry in tasks.items():
@@ -157,13 +151,11 @@ def expand_tasks(tasks: Mapping[str, Mapping[str, Any]], settings: Mapping[str, 
             raise ConfigError(f"{where}: tasks.{label}.protocol.methods: unknown method {unknown[0]!r} "
                               f"(the synthetic methods: {', '.join(METHODS)})")
         everything = {"name": LOMO, "task": label, "held_out": None, "trained_on": methods}
-        full = copy.deepcopy(config)
-        deep_merge(full, {"data": {"synthetic": {"options": {"methods": methods}}}})
+        full = merge(copy.deepcopy(config), {"data": {"synthetic": {"options": {"methods": methods}}}})
         groups[label] = TaskGroup(entry["kind"], full if protocol.get("methods") else config, sets, everything)
         for held in methods:
             others = [m for m in methods if m != held]
-            fragment = copy.deepcopy(config)
-            deep_merge(fragment, {"data": {"synthetic": {"options": {"methods": others}}}})
+            fragment = merge(copy.deepcopy(config), {"data": {"synthetic": {"options": {"methods": others}}}})
             heldout = {"synthetic": eval_synthetic(syn, {"options": {"methods": [held]}})}
             groups[f"{label}-lomo-{held}"] = TaskGroup(
                 entry["kind"], fragment, {HELDOUT: heldout, **sets},

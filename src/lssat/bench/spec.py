@@ -47,6 +47,7 @@ import yaml
 
 from lssat import presets
 from lssat.bench import adapter
+from lssat.confkit import check_keys, merge, set_dotted
 from lssat.errors import ConfigError
 from lssat.data.index import TASKS as TASK_KINDS
 
@@ -112,9 +113,9 @@ class BenchSpec:
                 groups, self.backbones, self.recipes, self.fractions, self.seeds):
             group = groups[task]
             config: dict[str, Any] = {}
-            for fragment in (self.base, self.backbones[backbone], group.config, self.recipes[recipe]):
-                deep_merge(config, fragment)
-            deep_merge(config, adapter.axis_fragment(seed=seed, fraction=fraction))
+            for fragment in (self.base, self.backbones[backbone], group.config, self.recipes[recipe],
+                             adapter.axis_fragment(seed=seed, fraction=fraction)):
+                config = merge(config, fragment)
             config = substitute(config, self.settings, f"spec {self.name}")
             label = f"{backbone}_{task}_{recipe}_s{seed}" + (f"_f{fraction:g}" if many_fractions else "")
             out.append(Cell(backbone, task, group.kind, recipe, seed, fraction, config,
@@ -128,27 +129,6 @@ class BenchSpec:
                 "backbones": self.backbones, "tasks": self.tasks, "recipes": self.recipes,
                 "seeds": self.seeds, "fractions": self.fractions, "settings": self.settings,
                 "report": self.report, "runner": self.runner}
-
-
-def deep_merge(into: dict[str, Any], fragment: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge `fragment` into `into` in place: mappings merge key by key, anything else replaces."""
-    for key, value in fragment.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            deep_merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
-    return into
-
-
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c = value` in a nested dict, creating the intermediate mappings."""
-    *parents, last = dotted.split(".")
-    node = tree
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {key!r} is not a mapping")
-    node[last] = value
 
 
 def substitute(value: Any, settings: Mapping[str, Any], where: str) -> Any:
@@ -197,16 +177,14 @@ def load_spec(name_or_path: str | Path | Mapping[str, Any] = "default",
         data, where = copy.deepcopy(dict(name_or_path)), "spec"
     else:
         data, where = read_spec_file(name_or_path)
-    unknown = sorted(set(data) - set(SPEC_KEYS))
-    if unknown:
-        raise ConfigError(f"benchmark spec {where}: unknown key {unknown[0]!r} (known: {', '.join(SPEC_KEYS)})")
+    check_keys(data, SPEC_KEYS, "", noun="key", label=f"benchmark spec {where}")
     name = str(data.get("name") or (Path(str(name_or_path)).stem if not isinstance(name_or_path, Mapping) else "spec"))
-    base = _mapping(data.get("base", {}), f"{where}: base")
+    base = _fragment(data.get("base", {}), f"{where}: base")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. trainer.epochs=1")
-        set_dotted(base, key.strip(), yaml.safe_load(value))
+        set_dotted(base, adapter.override_path(key.strip()), yaml.safe_load(value))
     spec_settings = dict(_mapping(data.get("settings", {}) or {}, f"{where}: settings"))
     _check_settings(settings or {}, {**data, "base": base}, where)
     spec_settings.update(settings or {})
@@ -255,6 +233,11 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return copy.deepcopy(dict(value))
 
 
+def _fragment(value: Any, where: str) -> dict[str, Any]:
+    """A training config fragment of the spec (aliases of engine keys turned into the keys)."""
+    return adapter.normalise_fragment(_mapping(value, where), where)
+
+
 def _check_label(label: Any, where: str) -> str:
     if not isinstance(label, str) or not _LABEL.match(label) or "_" in label:
         raise ConfigError(f"{where}: label {label!r} must be letters, digits, '.', '+' or '-' "
@@ -262,25 +245,22 @@ def _check_label(label: Any, where: str) -> str:
     return label
 
 
-def _axis(data: Mapping[str, Any], key: str, where: str) -> dict[str, dict[str, Any]]:
+def _axis(data: Mapping[str, Any], key: str, where: str, entry=_fragment) -> dict[str, dict[str, Any]]:
     entries = data.get(key)
     if not isinstance(entries, Mapping) or not entries:
         raise ConfigError(f"benchmark spec {where}: {key} must be a non-empty mapping of label -> config fragment")
-    return {_check_label(label, f"{where}: {key}"): _mapping(fragment or {}, f"{where}: {key}.{label}")
+    return {_check_label(label, f"{where}: {key}"): entry(fragment or {}, f"{where}: {key}.{label}")
             for label, fragment in entries.items()}
 
 
 def _tasks(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
-    tasks = _axis(data, "tasks", where)
+    tasks = _axis(data, "tasks", where, _mapping)  # entries hold a fragment under `config`
     for label, entry in tasks.items():
-        extra = sorted(set(entry) - {"kind", "config", "eval_sets", "protocol"})
-        if extra:
-            raise ConfigError(f"{where}: tasks.{label}: unknown key {extra[0]!r} "
-                              "(known: kind, config, eval_sets, protocol)")
+        check_keys(entry, ("kind", "config", "eval_sets", "protocol"), f"tasks.{label}", noun="key", label=where)
         if entry.get("kind") not in TASK_KINDS:
             raise ConfigError(f"{where}: tasks.{label}.kind must be one of {', '.join(TASK_KINDS)}, "
                               f"got {entry.get('kind')!r}")
-        entry["config"] = _mapping(entry.get("config", {}) or {}, f"{where}: tasks.{label}.config")
+        entry["config"] = _fragment(entry.get("config", {}) or {}, f"{where}: tasks.{label}.config")
         from lssat.bench import protocols
 
         protocols.check_task_entry(entry, f"{where}: tasks.{label}")
@@ -318,9 +298,7 @@ def _fractions(value: Any, where: str) -> list[float]:
 
 def _runner(value: Any, where: str) -> dict[str, Any]:
     data = _mapping(value, f"{where}: runner")
-    unknown = sorted(set(data) - set(RUNNER_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: runner: unknown key {unknown[0]!r} (known: {', '.join(RUNNER_KEYS)})")
+    check_keys(data, list(RUNNER_KEYS), "runner", noun="key", label=where)
     out = {**RUNNER_KEYS, **data}
     threads = out["threads"]
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
