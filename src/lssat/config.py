@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from lssat import presets
+from lssat import confkit, presets
 from lssat.confkit import annotation_at, apply_aliases, build, coerce_text, merge, resolve_alias, set_dotted
 from lssat.data.settings import DataConfig
 from lssat.errors import ConfigError
@@ -203,13 +203,19 @@ class TrainerConfig:
 class RunConfig:
     """The whole configuration of one training run."""
 
-    name: str | None = None
-    output_dir: str = "runs"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataConfig | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    recipe: RecipeConfig = field(default_factory=RecipeConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # metadata "help": the key's line in `lssat train --help` (`keys_help`)
+    name: str | None = field(default=None, metadata={"help": "an optional label of the run"})
+    output_dir: str = field(default="runs", metadata={"help": "the folder run folders go in (not in the run id)"})
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={
+        "help": "the primary task: kind check, headline metric, label smoothing, class weights"})
+    data: DataConfig | None = field(default=None, metadata={
+        "help": "data.index (an index file) or data.synthetic, image size, batches, augmentation"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={
+        "help": "the encoder (a timm model name), its initialisation and its head"})
+    recipe: RecipeConfig = field(default_factory=RecipeConfig, metadata={
+        "help": "what is masked, reconstructed, classified: a recipe preset or file, plus overrides"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={
+        "help": "optimisation, precision, devices, scheme, validation, checkpoints and logging"})
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -294,6 +300,32 @@ def _plain(value: Any) -> Any:
 def preset_names(group: str = "train") -> list[str]:
     """Names of the presets of one group shipped with lssat."""
     return presets.preset_names(group)
+
+
+def keys_help(width: int = 100) -> str:
+    """The shipped presets of each group and the top-level keys with one line each (their field's
+    "help"), and the other libraries' key names accepted: the epilog of `lssat train --help`."""
+    import textwrap
+    import typing
+
+    hints = typing.get_type_hints(RunConfig)
+    lines = ["presets (--config NAME; of another group: GROUP/NAME):"]
+    for group in PRESET_GROUPS:
+        names = [n if group == "train" else f"{group}/{n}" for n in preset_names(group)]
+        lines += textwrap.wrap(", ".join(names), width, initial_indent=f"  {group + ':':<12}",
+                               subsequent_indent=" " * 14, break_on_hyphens=False)
+    from lssat.models.recipe import preset_names as recipe_names
+
+    lines += textwrap.wrap(", ".join(recipe_names()), width, initial_indent=f"  {'recipe=':<12}",
+                           subsequent_indent=" " * 14, break_on_hyphens=False)
+    lines += ["", "top-level keys (override any key below them as KEY.SUB=VALUE; every key: docs/training.md):"]
+    for f in dataclasses.fields(RunConfig):
+        section = confkit.section_class(hints[f.name])
+        sub = f" ({len(dataclasses.fields(section))} keys)" if section is not None else ""
+        lines.append(f"  {f.name:<12}{f.metadata.get('help', '')}{sub}")
+    lines += ["", "other libraries' names accepted for keys (turned into the key; the run id is the same):"]
+    lines += [f"  {alias} = {target}" for alias, target in confkit.ALIASES.items()]
+    return "\n".join(lines)
 
 
 def _read_source(source: str | Path, base: Path | None) -> tuple[dict[str, Any], Path | None, str]:

@@ -5,15 +5,32 @@ from __future__ import annotations
 import argparse
 
 
+class _HelpWithKeys(argparse.Action):
+    """-h/--help that adds the presets and the config's top-level keys (`lssat.config.keys_help`):
+    built only when asked for, since it imports the config tree (torch), which `lssat --help` must not."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from lssat.config import keys_help
+
+        parser.print_help()
+        print(f"\n{keys_help()}")  # printed as it is: argparse would re-wrap its lines
+        parser.exit()
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train",
+        "train", add_help=False,
         help="train a model from a config (preset or YAML) and write a run folder",
         description="Train, validate and test one run. The config is a preset name (see "
         "docs/training.md) or a YAML file; later --config sources and KEY=VALUE overrides win. "
         "The run folder is OUTPUT_DIR/RUN_ID, RUN_ID being a hash of the resolved config. "
         "Give the KEY=VALUE overrides together, after or before the options.",
     )
+    parser.add_argument("-h", "--help", action=_HelpWithKeys,
+                        help="show this help, the presets and the config's top-level keys, and exit")
     parser.add_argument("--config", "-c", action="append", required=True, metavar="FILE_OR_PRESET",
                         help="a YAML file or a preset (e.g. synthetic-deepfake, backbones/vit-small); repeatable")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
