@@ -50,7 +50,8 @@ def unknown_key_error(where: str, key: str, known: Sequence[str], *, noun: str =
     plural = noun.split()[-1] + "s"
     message = (f"{label + ': ' if label else ''}unknown {noun} {key!r}; valid {plural}"
                f"{' under ' + where if where else ''}: {', '.join(map(str, known))}")
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+    lowered = {str(k).lower(): str(k) for k in known}  # 'lbp_p' is 'lbp_P' mistyped, not 'lbp_R'
+    close = [lowered[k] for k in difflib.get_close_matches(name.lower(), list(lowered), n=1)]
     if close:
         message += f"; did you mean {'.'.join(parts[:depth] + close + parts[depth + 1:])!r}?"
     return ConfigError(message)
