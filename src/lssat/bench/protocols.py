@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lssat.confkit import merge
+from lssat.confkit import check_keys, merge
 from lssat.errors import ConfigError
 
 LOMO = "leave_one_method_out"
@@ -64,9 +64,7 @@ def _protocol(entry: Mapping[str, Any], where: str) -> dict[str, Any] | None:
         value = {"name": value}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}.protocol must be a protocol name or a mapping, got {value!r}")
-    unknown = sorted(set(value) - {"name", "methods"})
-    if unknown:
-        raise ConfigError(f"{where}.protocol: unknown key {unknown[0]!r} (known: name, methods)")
+    check_keys(value, ("name", "methods"), "protocol", noun="key", label=where)
     if value.get("name") not in PROTOCOLS:
         raise ConfigError(f"{where}.protocol must be one of {', '.join(PROTOCOLS)}, got {value.get('name')!r}")
     methods = value.get("methods")

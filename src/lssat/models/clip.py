@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lssat.confkit import check_keys, field_names
 from lssat.errors import ConfigError, InputError
 from lssat.models.auxiliary.mae import TargetSpec
 from lssat.models.backbones import BackboneAdapter, VitAdapter
@@ -99,10 +100,7 @@ class ClipOptions:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"model.kwargs.clip must be a mapping of clip options, got {value!r}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ConfigError(f"model.kwargs.clip: unknown option {unknown[0]!r} (known: {', '.join(known)})")
+        check_keys(value, field_names(cls), "model.kwargs.clip")
         return cls(**dict(value))
 
 

@@ -172,9 +172,8 @@ class Recipe:
                 _integer(f"decoder.{key}", value, 1, 1 << 16)
         if self.decoder.width and self.decoder.num_heads and self.decoder.width % self.decoder.num_heads:
             raise ConfigError(f"recipe {self.name}: decoder.width must be a multiple of decoder.num_heads")
-        unknown = set(self.hmtl_weights) - {"task", "puzzle", "inpaint"}
-        if unknown:
-            raise ConfigError(f"recipe {self.name}: hmtl_weights has unknown keys {sorted(unknown)}")
+        check_keys(self.hmtl_weights, ("task", "puzzle", "inpaint"), "hmtl_weights", noun="field",
+                   label=f"recipe {self.name}")
         for key, value in self.hmtl_weights.items():
             _number(f"hmtl_weights.{key}", value, 0.0, float("inf"), closed=True)
 
