@@ -1,6 +1,6 @@
 """Typed run configuration: a dataclass tree, YAML presets shipped in the package, dotted overrides.
 
-A run config has six top-level keys::
+A run config has seven top-level keys::
 
     name: optional label          output_dir: where run folders go (default "runs")
     task:    TaskConfig           data:    lssat.data.settings.DataConfig
@@ -10,7 +10,8 @@ A run config has six top-level keys::
 `load_config(sources, overrides)` merges YAML sources in order (a preset name such as
 ``synthetic-deepfake`` or ``backbones/vit-small``, or a file path; a file may list ``defaults:``
 to merge first), applies ``key.sub=value`` overrides (text coerced to the field's type), and builds
-the typed tree. Every problem is a one-line ConfigError naming the key. Presets live in
+the typed tree (merging, dotted keys, timm's key names and the type checks are `lssat.confkit`'s).
+Every problem is a one-line ConfigError naming the key. Presets live in
 ``lssat/configs/{train,tasks,backbones,trainer}``; see docs/training.md for every key.
 """
 

@@ -131,7 +131,7 @@ def apply_aliases(tree: Mapping[str, Any], where: str, aliases: Mapping[str, str
                               "keep one")
         section = _detach(out, parents)
         value = section.pop(name)
-        set_dotted(out, target_parts, value, where=f"{where}: {alias} ->")
+        set_dotted(out, target_parts, value, where=f"{where}: {alias} is {target}, but")
     return out
 
 
