@@ -43,7 +43,8 @@ from typing import Any  # noqa: E402
 
 from lssat.bench import adapter, launchers  # noqa: E402
 from lssat.bench.pool import usable_cores  # noqa: E402
-from lssat.bench.spec import BenchSpec, deep_merge, load_spec  # noqa: E402
+from lssat.bench.spec import BenchSpec, load_spec  # noqa: E402
+from lssat.confkit import merge  # noqa: E402
 
 DIFFICULTIES = ("easy", "default", "hard")
 RECIPE = "supervised"
@@ -126,15 +127,14 @@ def build_spec(args: argparse.Namespace) -> tuple[BenchSpec, dict[str, tuple[str
     budgets = args.steps or ([2] if args.quick else sorted({max(1, spec_steps // 4), spec_steps}))
     sizes = args.sizes or (QUICK_SIZES if args.quick else None)
 
-    base = copy.deepcopy(source.base)
-    deep_merge(base, {"trainer": {"accelerator": "cpu", "devices": 1}})  # CPU workers, one device each
+    base = merge(copy.deepcopy(source.base), {"trainer": {"accelerator": "cpu", "devices": 1}})  # CPU workers, one device each
     entries: dict[str, dict[str, Any]] = {}
     where: dict[str, tuple[str, str, int]] = {}
     for steps in sorted(budgets, reverse=True):  # the longest cells first: the pool ends sooner
         for task in tasks:
             for difficulty in args.difficulties:
                 entry = copy.deepcopy(source.tasks[task])
-                config = entry.setdefault("config", {})
+                config = entry.get("config") or {}
                 syn = config.get("data", {}).get("synthetic")
                 if not isinstance(syn, dict):
                     raise SystemExit(f"calibrate: task {task} of spec {source.name} has no data.synthetic")
@@ -142,7 +142,7 @@ def build_spec(args: argparse.Namespace) -> tuple[BenchSpec, dict[str, tuple[str
                                             "data": {"synthetic": {"options": {"difficulty": difficulty}}}}
                 if sizes:
                     fragment["data"]["synthetic"].update(dict(zip(SPLITS, sizes)))
-                deep_merge(config, fragment)
+                entry["config"] = merge(config, fragment)
                 label = f"{task}.{difficulty}.s{steps}"
                 entries[label] = entry
                 where[label] = (task, difficulty, steps)
