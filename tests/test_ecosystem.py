@@ -83,7 +83,8 @@ def test_from_pretrained_names_a_missing_file(tmp_path: Path) -> None:
         LSSATModel.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("command", [["train", "-c", "smoke", "--print-config"], ["bench", "--dry-run"]])
+@pytest.mark.parametrize("command", [["train", "-c", "smoke", "--print-config"], ["bench", "--dry-run"],
+                                     ["train", "--help"]])
 def test_output_into_a_closed_pipe_ends_quietly(command: list[str]) -> None:
     """`lssat ... | head -1`: the reader goes away; no BrokenPipeError traceback, no error line."""
     import subprocess

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BrokenPipeError:  # a long --help read by `| head`
+        _drop_stdout()
+        return BROKEN_PIPE
     if getattr(args, "func", None) is None:
         parser.print_help()
         return USAGE_ERROR
