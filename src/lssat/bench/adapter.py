@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lssat.confkit import apply_aliases, resolve_alias, set_dotted
+from lssat.confkit import set_dotted
 from lssat.errors import MissingDependencyError
 
 RECORD_FILE = "run_record.json"
@@ -38,17 +38,6 @@ def axis_fragment(seed: int, fraction: float) -> dict[str, Any]:
 def recipe_fragment(name: str) -> dict[str, Any]:
     """The config fragment that selects a recipe preset by name."""
     return {"recipe": {"name": name}}
-
-
-def normalise_fragment(fragment: dict[str, Any], where: str) -> dict[str, Any]:
-    """A config fragment with other libraries' key names (timm's ``task.smoothing``...,
-    `lssat.confkit.ALIASES`) turned into the engine's, so a cell's id does not depend on the spelling."""
-    return apply_aliases(fragment, where)
-
-
-def override_path(dotted: str) -> list[str]:
-    """The engine's key path of a dotted override key (an alias resolved)."""
-    return resolve_alias(dotted.split("."))
 
 
 def check_config(config: dict[str, Any]) -> None:

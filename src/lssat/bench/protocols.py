@@ -101,7 +101,7 @@ def check_task_entry(entry: Mapping[str, Any], where: str) -> None:
 
 
 def _synthetic_of(base: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any] | None:
-    data = merge(merge({}, (base or {}).get("data") or {}), (entry.get("config") or {}).get("data") or {})
+    data = merge((base or {}).get("data") or {}, (entry.get("config") or {}).get("data") or {})
     syn = data.get("synthetic")
     return copy.deepcopy(dict(syn)) if isinstance(syn, Mapping) else None
 

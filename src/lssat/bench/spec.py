@@ -47,7 +47,7 @@ import yaml
 
 from lssat import presets
 from lssat.bench import adapter
-from lssat.confkit import check_keys, merge, set_dotted
+from lssat.confkit import apply_aliases, check_keys, merge, resolve_alias, set_dotted
 from lssat.errors import ConfigError
 from lssat.data.index import TASKS as TASK_KINDS
 
@@ -184,7 +184,7 @@ def load_spec(name_or_path: str | Path | Mapping[str, Any] = "default",
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. trainer.epochs=1")
-        set_dotted(base, adapter.override_path(key.strip()), yaml.safe_load(value))
+        set_dotted(base, resolve_alias(key.strip().split(".")), yaml.safe_load(value))
     spec_settings = dict(_mapping(data.get("settings", {}) or {}, f"{where}: settings"))
     _check_settings(settings or {}, {**data, "base": base}, where)
     spec_settings.update(settings or {})
@@ -234,8 +234,9 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 
 def _fragment(value: Any, where: str) -> dict[str, Any]:
-    """A training config fragment of the spec (aliases of engine keys turned into the keys)."""
-    return adapter.normalise_fragment(_mapping(value, where), where)
+    """A training config fragment of the spec, other libraries' key names (timm's ``task.smoothing``,
+    `lssat.confkit.ALIASES`) turned into the engine's, so a cell's id does not depend on the spelling."""
+    return apply_aliases(_mapping(value, where), where)
 
 
 def _check_label(label: Any, where: str) -> str:
