@@ -148,6 +148,17 @@ def test_paired_bootstrap_auc_equals_the_resample_by_resample_definition():
     assert res["mean"] == pytest.approx(np.mean([full[0] - full[1], full[2] - full[3]]), abs=1e-12)
 
 
+def test_resampled_aucs_equal_auc_bit_for_bit():
+    rng = np.random.default_rng(11)
+    label = rng.integers(0, 2, 60)
+    scores = np.round(rng.random((3, 60)) + label * rng.random((3, 1)), 1)  # many ties
+    strata = [np.flatnonzero(label == v) for v in (0, 1)]
+    idx = np.stack([np.concatenate([rng.choice(s, s.size) for s in strata]) for _ in range(25)])
+    got = inf._resampled_aucs(scores, label, idx)
+    expected = np.array([[inf.auc(row[i], label[i]) for i in idx] for row in scores])
+    assert got.shape == (3, 25) and np.array_equal(got, expected)
+
+
 def test_paired_bootstrap():
     good, bad = _deepfake(True), _deepfake(False, seed=5)
     res = inf.paired_bootstrap([(good, bad)], "deepfake", resamples=300)
