@@ -145,7 +145,10 @@ def load_results(bench_dir: Path | str) -> Results:
             spec_note = f"the stored spec.yaml could not be resolved ({err}); all entries are reported"
         else:
             spec_note = None
-    in_spec = {cid: e for cid, e in entries.items() if expected_ids is None or cid in expected_ids}
+    if expected_ids is None:
+        in_spec = dict(entries)
+    else:  # in the spec's cell order, not the order cells finished in: identical runs give identical reports
+        in_spec = {cid: entries[cid] for cid in expected_ids if cid in entries}
     results = Results(bench_dir, pd.DataFrame(), spec)
     if expected_ids is None and spec is not None and spec_note:
         results.notes.append(spec_note)
