@@ -142,7 +142,7 @@ def _resampled_aucs(scores: np.ndarray, label: np.ndarray, idx: np.ndarray) -> n
         starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
         w = weights[:, order]
         pos = np.add.reduceat(w * label[order], starts, axis=1)
-        neg = np.add.reduceat(w * ~label[order], starts, axis=1)
+        neg = np.add.reduceat(w, starts, axis=1) - pos  # integer counts: exact
         below = np.cumsum(neg, axis=1) - neg
         out[c] = (pos * (below + neg / 2)).sum(axis=1) / (n1 * n0)
     return out
